@@ -1,0 +1,1 @@
+"""Connectors: one module per protocol, each registering under its config `type:` name."""
