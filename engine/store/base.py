@@ -1,0 +1,419 @@
+"""The store interface: everything the pipeline and the operators need, backend-agnostic.
+
+SqlStore implements it once in portable SQL (`?` placeholders, ON CONFLICT upserts);
+a backend supplies connections, type tokens, row claiming and durable counters.
+Transaction boundaries are named on each method: recovery relies on them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from engine.charge import Charge, Finding
+from engine.store import migrations
+from engine.store.records import (
+    ERROR,
+    FAILED,
+    HELD,
+    QUEUED,
+    SENT,
+    ChargeRecord,
+    DeliveryRow,
+    DeliveryUpdate,
+    Event,
+    InboundRecord,
+    JournalOutcome,
+    MessageOutcome,
+    StoredMessage,
+)
+
+_MESSAGE_COLUMNS = ("id, channel, raw, transport, status, received_at, control_id, "
+                    "message_type, sender, reason, meta, counts, mrn")
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
+        id=row[0], channel=row[1], raw=bytes(row[2]) if row[2] is not None else b"",
+        transport=row[3], status=row[4], received_at=row[5], control_id=row[6],
+        message_type=row[7], sender=row[8], reason=row[9], meta=json.loads(row[10] or "{}"),
+        counts=json.loads(row[11] or "{}"), mrn=row[12])
+
+
+class SqlStore(ABC):
+    """The message store. Thread-safe: each thread gets its own connection."""
+
+    tokens: dict[str, str]
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # -- backend hooks -------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    @abstractmethod
+    def _sql(self, sql: str) -> str:
+        """Translate portable SQL (`?` placeholders) to the driver's dialect."""
+
+    @abstractmethod
+    def claim_messages(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
+        """Lease up to `limit` RECEIVED messages, oldest first, to `owner` (one transaction).
+
+        A lease that expires (its node died) makes the message claimable again.
+        """
+
+    @abstractmethod
+    def claim_deliveries(self, destination: str, owner: str, limit: int,
+                         lease_seconds: float) -> list[DeliveryRow]:
+        """Lease up to `limit` due QUEUED deliveries of one destination (one transaction)."""
+
+    @abstractmethod
+    def next_counter(self, name: str) -> int:
+        """Next value of a durable counter (X12 control numbers); never reused."""
+
+    # -- plumbing ------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One database transaction on this thread's connection."""
+        conn = self._conn()
+        try:
+            cur = conn.cursor()
+            yield cur
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(sql), tuple(params))
+        return cur
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.transaction() as cur:
+            return list(self._exec(cur, sql, params).fetchall())
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; returns the versions applied."""
+        applied: list[int] = []
+        with self.transaction() as cur:
+            self._exec(cur, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at "
+                            + self.tokens["float"] + " NOT NULL)")
+        done = {r[0] for r in self._query("SELECT version FROM schema_migrations")}
+        for migration in migrations.available():
+            if migration.version in done:
+                continue
+            with self.transaction() as cur:
+                for statement in migration.statements(self.tokens):
+                    cur.execute(statement)
+                self._exec(cur, "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                           (migration.version, migration.name, time.time()))
+            applied.append(migration.version)
+        return applied
+
+    def _event(self, cur: Any, entity: str, entity_id: Any, status: str,
+               reason: str | None, at: float) -> None:
+        self._exec(cur, "INSERT INTO events (at, entity, entity_id, status, reason) "
+                        "VALUES (?, ?, ?, ?, ?)", (at, entity, str(entity_id), status, reason))
+
+    # -- ingest --------------------------------------------------------------------
+    def journal(self, records: Sequence[InboundRecord]) -> list[JournalOutcome]:
+        """Journal a group of inbound messages in ONE transaction (group commit).
+
+        When this returns the messages are durable. A record whose sender + control id was
+        journaled (and not in ERROR) within its duplicate window is not stored again: its
+        outcome points at the original with duplicate=True.
+        """
+        now = time.time()
+        out: list[JournalOutcome] = []
+        batch_seen: dict[tuple[str, str, str], JournalOutcome] = {}
+        with self.transaction() as cur:
+            for rec in records:
+                key = (rec.channel, rec.sender, rec.control_id or "")
+                if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
+                    if key in batch_seen:
+                        out.append(JournalOutcome(batch_seen[key].message_id, True,
+                                                  batch_seen[key].status))
+                        continue
+                    row = self._exec(
+                        cur, "SELECT id, status FROM messages WHERE channel = ? AND sender = ? "
+                        "AND control_id = ? AND received_at >= ? AND status <> ? "
+                        "ORDER BY id LIMIT 1",
+                        (rec.channel, rec.sender, rec.control_id,
+                         now - rec.duplicate_window_seconds, ERROR)).fetchone()
+                    if row is not None:
+                        out.append(JournalOutcome(row[0], True, row[1]))
+                        continue
+                message_id = self._insert_message(cur, rec, now)
+                self._event(cur, "message", message_id, rec.status, rec.reason, now)
+                outcome = JournalOutcome(message_id, False, rec.status)
+                if rec.control_id and rec.status != ERROR:
+                    batch_seen[key] = outcome
+                out.append(outcome)
+        return out
+
+    def _insert_message(self, cur: Any, rec: InboundRecord, now: float) -> int:
+        row = self._exec(
+            cur, "INSERT INTO messages (channel, transport, peer, sender, control_id, "
+            "message_type, status, reason, received_at, updated_at, raw, meta) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (rec.channel, rec.transport, rec.peer, rec.sender, rec.control_id,
+             rec.message_type, rec.status, rec.reason, now, now, rec.raw,
+             json.dumps(rec.meta))).fetchone()
+        return int(row[0])
+
+    # -- processing ----------------------------------------------------------------
+    def complete_message(self, outcome: MessageOutcome, owner: str | None = None) -> None:
+        """Store everything processing decided, in ONE transaction: the message status,
+        its charges (upserted by deterministic id), their deliveries and events.
+
+        A charge already SENT is never rewritten (corrections go through their own path).
+        """
+        now = time.time()
+        with self.transaction() as cur:
+            self._exec(cur, "UPDATE messages SET status = ?, reason = ?, counts = ?, mrn = ?, "
+                            "message_type = COALESCE(?, message_type), "
+                            "control_id = COALESCE(?, control_id), updated_at = ?, "
+                            "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                       (outcome.status, outcome.reason, json.dumps(outcome.counts),
+                        outcome.mrn, outcome.message_type, outcome.control_id, now,
+                        outcome.message_id))
+            self._event(cur, "message", outcome.message_id, outcome.status, outcome.reason, now)
+            for record in outcome.charges:
+                self._upsert_charge(cur, outcome.message_id, record, now)
+
+    def _upsert_charge(self, cur: Any, message_id: int, record: ChargeRecord, now: float) -> None:
+        charge = record.charge
+        existing = self._exec(cur, "SELECT status FROM charges WHERE charge_id = ?",
+                              (charge.charge_id,)).fetchone()
+        if existing is not None and existing[0] in (SENT, QUEUED):
+            return
+        data = json.dumps(charge.to_json_dict())
+        findings = json.dumps([f.model_dump() for f in record.findings])
+        params = (message_id, charge.source.get("channel", ""), record.status,
+                  charge.transaction_type, None if charge.amount is None else str(charge.amount),
+                  None if charge.service_date is None else charge.service_date.isoformat(),
+                  record.duplicate_key, data, findings, now)
+        if existing is None:
+            self._exec(cur, "INSERT INTO charges (message_id, channel, status, transaction_type, "
+                            "amount, service_date, duplicate_key, data, findings, updated_at, "
+                            "charge_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*params, charge.charge_id, now))
+        else:
+            self._exec(cur, "UPDATE charges SET message_id = ?, channel = ?, status = ?, "
+                            "transaction_type = ?, amount = ?, service_date = ?, "
+                            "duplicate_key = ?, data = ?, findings = ?, updated_at = ? "
+                            "WHERE charge_id = ?", (*params, charge.charge_id))
+        reason = "; ".join(f.message for f in record.findings if f.severity == "hold") or None
+        self._event(cur, "charge", charge.charge_id, record.status, reason, now)
+        if record.status == QUEUED:
+            self._queue_deliveries(cur, charge.charge_id, record.destinations, "original", now)
+
+    def _queue_deliveries(self, cur: Any, charge_id: str, destinations: Sequence[str],
+                          kind: str, now: float) -> None:
+        for destination in destinations:
+            self._exec(cur, "INSERT INTO deliveries (charge_id, destination, kind, status, "
+                            "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                            "ON CONFLICT (charge_id, destination, kind) DO NOTHING",
+                       (charge_id, destination, kind, QUEUED, now, now, now))
+
+    def release_message_lease(self, message_id: int) -> None:
+        """Give a claimed message back (e.g. on shutdown before processing it)."""
+        with self.transaction() as cur:
+            self._exec(cur, "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
+                            "WHERE id = ?", (message_id,))
+
+    def release_leases(self, owner: str) -> None:
+        """Release every lease `owner` holds (a node restarting under the same name)."""
+        with self.transaction() as cur:
+            self._exec(cur, "UPDATE messages SET lease_owner = NULL, lease_until = NULL "
+                            "WHERE lease_owner = ?", (owner,))
+            self._exec(cur, "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                            "WHERE lease_owner = ?", (owner,))
+
+    def duplicate_exists(self, key: str, charge_id: str, since: float) -> bool:
+        """Whether another charge with this duplicate key was stored since `since`."""
+        row = self._query("SELECT 1 FROM charges WHERE duplicate_key = ? AND charge_id <> ? "
+                          "AND created_at >= ? LIMIT 1", (key, charge_id, since))
+        return bool(row)
+
+    # -- delivery ------------------------------------------------------------------
+    def assign_batch(self, delivery_ids: Sequence[int]) -> int:
+        """Record that these deliveries go out together under a new batch id, BEFORE
+        the destination acts: a crash mid-delivery re-delivers the same batch id, so a
+        destination can recognise work it already finished (idempotency)."""
+        batch_id = self.next_counter("delivery_batch")
+        with self.transaction() as cur:
+            for delivery_id in delivery_ids:
+                self._exec(cur, "UPDATE deliveries SET batch_id = ? WHERE id = ?",
+                           (batch_id, delivery_id))
+        return batch_id
+
+    def finish_deliveries(self, updates: Sequence[DeliveryUpdate]) -> None:
+        """Record delivery outcomes and roll each charge's status up (one transaction)."""
+        now = time.time()
+        with self.transaction() as cur:
+            for up in updates:
+                if up.status == QUEUED:  # a retry: back in the queue later, batch forgotten
+                    self._exec(cur, "UPDATE deliveries SET attempts = attempts + 1, "
+                                    "next_attempt_at = ?, detail = ?, response = ?, "
+                                    "lease_owner = NULL, lease_until = NULL, batch_id = NULL, "
+                                    "updated_at = ? WHERE id = ?",
+                               (up.next_attempt_at or now, up.detail, up.response, now,
+                                up.delivery_id))
+                else:
+                    self._exec(cur, "UPDATE deliveries SET status = ?, attempts = attempts + 1, "
+                                    "detail = ?, response = ?, result = ?, lease_owner = NULL, "
+                                    "lease_until = NULL, updated_at = ? WHERE id = ?",
+                               (up.status, up.detail, up.response, json.dumps(up.result), now,
+                                up.delivery_id))
+                self._event(cur, "delivery", up.delivery_id, up.status, up.detail or None, now)
+                row = self._exec(cur, "SELECT charge_id FROM deliveries WHERE id = ?",
+                                 (up.delivery_id,)).fetchone()
+                if row is not None and up.status != QUEUED:
+                    self._roll_up_charge(cur, row[0], now)
+
+    def _roll_up_charge(self, cur: Any, charge_id: str, now: float) -> None:
+        statuses = [r[0] for r in self._exec(
+            cur, "SELECT status FROM deliveries WHERE charge_id = ?", (charge_id,)).fetchall()]
+        if FAILED in statuses:
+            new = FAILED
+        elif statuses and all(s == SENT for s in statuses):
+            new = SENT
+        else:
+            return
+        updated = self._exec(cur, "UPDATE charges SET status = ?, updated_at = ? "
+                                  "WHERE charge_id = ? AND status <> ?",
+                             (new, now, charge_id, new)).rowcount
+        if updated:
+            self._event(cur, "charge", charge_id, new, None, now)
+
+    def _delivery_rows(self, rows: Sequence[Any]) -> list[DeliveryRow]:
+        return [DeliveryRow(id=r[0], charge_id=r[1], destination=r[2], status=r[3],
+                            attempts=r[4], kind=r[5], batch_id=r[6],
+                            charge=Charge.model_validate_json(r[7]))
+                for r in rows]
+
+    _DELIVERY_SELECT = ("SELECT d.id, d.charge_id, d.destination, d.status, d.attempts, d.kind, "
+                        "d.batch_id, c.data FROM deliveries d JOIN charges c "
+                        "ON c.charge_id = d.charge_id")
+
+    # -- operator actions ----------------------------------------------------------
+    def release_charge(self, charge_id: str, destinations: Sequence[str], who: str) -> bool:
+        """Send a HELD charge on to its destinations; False when it is not HELD."""
+        now = time.time()
+        with self.transaction() as cur:
+            updated = self._exec(cur, "UPDATE charges SET status = ?, updated_at = ? "
+                                      "WHERE charge_id = ? AND status = ?",
+                                 (QUEUED, now, charge_id, HELD)).rowcount
+            if not updated:
+                return False
+            self._event(cur, "charge", charge_id, QUEUED, f"released by {who}", now)
+            self._queue_deliveries(cur, charge_id, destinations, "original", now)
+        return True
+
+    def requeue_message(self, message_id: int, who: str) -> bool:
+        """Put a message back to RECEIVED so the processor maps it again."""
+        now = time.time()
+        with self.transaction() as cur:
+            updated = self._exec(cur, "UPDATE messages SET status = 'RECEIVED', reason = NULL, "
+                                      "lease_owner = NULL, lease_until = NULL, updated_at = ? "
+                                      "WHERE id = ?", (now, message_id)).rowcount
+            if updated:
+                self._event(cur, "message", message_id, "RECEIVED", f"reprocess by {who}", now)
+        return bool(updated)
+
+    # -- reads -----------------------------------------------------------------------
+    def get_message(self, message_id: int) -> StoredMessage | None:
+        rows = self._query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    def search_messages(self, *, channel: str | None = None, status: str | None = None,
+                        control_id: str | None = None, message_type: str | None = None,
+                        mrn: str | None = None, since: float | None = None,
+                        until: float | None = None, before_id: int | None = None,
+                        limit: int = 50) -> list[StoredMessage]:
+        """Newest first, keyset-paginated by `before_id`; each filter has an index."""
+        where, params = [], []
+        for column, value in (("channel", channel), ("status", status),
+                              ("control_id", control_id), ("message_type", message_type),
+                              ("mrn", mrn)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("received_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("received_at < ?")
+            params.append(until)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._query(f"SELECT {_MESSAGE_COLUMNS} FROM messages {clause} "
+                           f"ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [_message(r) for r in rows]
+
+    def charges_for_message(self, message_id: int) -> list[tuple[Charge, str, list[Finding]]]:
+        rows = self._query("SELECT data, status, findings FROM charges WHERE message_id = ? "
+                           "ORDER BY charge_id", (message_id,))
+        return [(Charge.model_validate_json(r[0]), r[1],
+                 [Finding.model_validate(f) for f in json.loads(r[2])]) for r in rows]
+
+    def get_charge(self, charge_id: str) -> tuple[Charge, str, list[Finding], int] | None:
+        rows = self._query("SELECT data, status, findings, message_id FROM charges "
+                           "WHERE charge_id = ?", (charge_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return (Charge.model_validate_json(r[0]), r[1],
+                [Finding.model_validate(f) for f in json.loads(r[2])], r[3])
+
+    def deliveries_for_charge(self, charge_id: str) -> list[dict[str, Any]]:
+        rows = self._query("SELECT id, destination, kind, status, attempts, detail, response, "
+                           "result, updated_at FROM deliveries WHERE charge_id = ? ORDER BY id",
+                           (charge_id,))
+        keys = ("id", "destination", "kind", "status", "attempts", "detail", "response",
+                "result", "updated_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def events_for(self, entity: str, entity_id: Any) -> list[Event]:
+        rows = self._query("SELECT at, entity, entity_id, status, reason FROM events "
+                           "WHERE entity = ? AND entity_id = ? ORDER BY id",
+                           (entity, str(entity_id)))
+        return [Event(*r) for r in rows]
+
+    def count_by_status(self, table: str = "messages") -> dict[str, int]:
+        if table not in ("messages", "charges", "deliveries"):
+            raise ValueError(table)
+        return {r[0]: r[1] for r in self._query(
+            f"SELECT status, COUNT(*) FROM {table} GROUP BY status")}
+
+    def pending_deliveries(self, destination: str) -> tuple[int, float | None]:
+        """How many deliveries wait for `destination` and when the oldest was queued."""
+        rows = self._query("SELECT COUNT(*), MIN(created_at) FROM deliveries "
+                           "WHERE destination = ? AND status = ?", (destination, QUEUED))
+        return int(rows[0][0]), rows[0][1]
+
+
+Store = SqlStore

@@ -1,0 +1,104 @@
+"""The embedded SQLite backend: WAL, synchronous=FULL (fsync on every commit), one
+connection per thread, and row claiming under BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.store.base import _MESSAGE_COLUMNS, SqlStore, _message
+from engine.store.records import QUEUED, RECEIVED, DeliveryRow, StoredMessage
+
+
+class SqliteStore(SqlStore):
+    """SQLite store; `path` ':memory:' is not supported (processes share the file)."""
+
+    tokens = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "blob": "BLOB",
+              "float": "REAL"}
+
+    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return _AutoBegin(conn)  # type: ignore[return-value]
+
+    def _sql(self, sql: str) -> str:
+        return sql
+
+    def claim_messages(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
+        now = time.time()
+        with self.transaction() as cur:
+            rows = cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE status = ? AND "
+                "(lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
+                (RECEIVED, now, limit)).fetchall()
+            if rows:
+                cur.executemany("UPDATE messages SET lease_owner = ?, lease_until = ?, "
+                                "attempts = attempts + 1 WHERE id = ?",
+                                [(owner, now + lease_seconds, r[0]) for r in rows])
+        return [_message(r) for r in rows]
+
+    def claim_deliveries(self, destination: str, owner: str, limit: int,
+                         lease_seconds: float) -> list[DeliveryRow]:
+        now = time.time()
+        with self.transaction() as cur:
+            rows = cur.execute(
+                self._DELIVERY_SELECT + " WHERE d.destination = ? AND d.status = ? AND "
+                "d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?) "
+                "ORDER BY d.id LIMIT ?", (destination, QUEUED, now, now, limit)).fetchall()
+            if rows:
+                cur.executemany("UPDATE deliveries SET lease_owner = ?, lease_until = ? "
+                                "WHERE id = ?", [(owner, now + lease_seconds, r[0]) for r in rows])
+        return self._delivery_rows(rows)
+
+    def next_counter(self, name: str) -> int:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO counters (name, value) VALUES (?, 1) "
+                        "ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
+            return int(cur.execute("SELECT value FROM counters WHERE name = ?",
+                                   (name,)).fetchone()[0])
+
+
+class _AutoBegin:
+    """Wraps a connection in autocommit mode so each transaction() starts with
+    BEGIN IMMEDIATE: the write lock is taken up front, so two processes never
+    deadlock upgrading a read transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._open = False
+
+    def cursor(self) -> sqlite3.Cursor:
+        if not self._open:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._open = True
+        return self._conn.cursor()
+
+    def commit(self) -> None:
+        if self._open:
+            self._conn.execute("COMMIT")
+            self._open = False
+
+    def rollback(self) -> None:
+        if self._open:
+            self._conn.execute("ROLLBACK")
+            self._open = False
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
