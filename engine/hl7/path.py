@@ -95,17 +95,13 @@ class Path:
         """True when the path can yield more than one value (it contains ``[*]``)."""
         return self.seg_index == ALL or self.rep == ALL
 
-    def _segments(self, source: SegmentSource) -> list[Segment]:
-        segs = source._named(self.seg)
-        if self.seg_index == ALL:
-            return segs
-        if self.seg_index < len(segs):
-            return [segs[self.seg_index]]
-        return []
-
     def _pick(self, seg: Segment, out: list[str] | None) -> str | None:
         """Extract this path's value(s) from one segment: append all to `out`, or return first."""
-        raw = seg.field(self.field)
+        fields = seg._fields
+        if fields is None:
+            fields = seg._split()
+        number = self.field
+        raw = fields[number] if number < len(fields) else ""
         if not raw:
             return None
         if seg.name == "MSH" and self.field <= 2:
@@ -147,7 +143,11 @@ class Path:
 
     def first(self, source: SegmentSource) -> str | None:
         """The first non-empty value this path addresses, decoded; None when there is none."""
-        for seg in self._segments(source):
+        segs = source._named(self.seg)
+        index = self.seg_index
+        if index != ALL:
+            return self._pick(segs[index], None) if index < len(segs) else None
+        for seg in segs:
             value = self._pick(seg, None)
             if value is not None:
                 return value
@@ -156,7 +156,13 @@ class Path:
     def all(self, source: SegmentSource) -> list[str]:
         """Every non-empty value this path addresses (``[*]`` expands), decoded, in order."""
         out: list[str] = []
-        for seg in self._segments(source):
+        segs = source._named(self.seg)
+        index = self.seg_index
+        if index != ALL:
+            if index < len(segs):
+                self._pick(segs[index], out)
+            return out
+        for seg in segs:
             self._pick(seg, out)
         return out
 

@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 from engine.errors import HL7ReadError
 from engine.hl7.encoding import DEFAULT_ENCODING, Encoding, codec_for_charset, escape, unescape
-from engine.hl7.path import Path, PathSyntaxError, compile_path
+from engine.hl7.path import _COMPILED, Path, PathSyntaxError, compile_path
 
 __all__ = [
     "DEFAULT_ENCODING",
@@ -98,6 +98,9 @@ class Segment:
         return raw.split(rep) if rep else [raw]
 
 
+_NONE: list[Segment] = []
+
+
 class _Reader:
     """What Message and Scope share: path reads over a set of segments."""
 
@@ -117,53 +120,42 @@ class _Reader:
 
     def get(self, path: str | Path) -> str | None:
         """The first value at `path`, decoded; None when absent or empty."""
-        compiled = path if isinstance(path, Path) else compile_path(path)
+        compiled = path if isinstance(path, Path) else _COMPILED.get(path) or compile_path(path)
         return compiled.first(self)
 
     def get_all(self, path: str | Path) -> list[str]:
         """Every value at `path` (``[*]`` expands), decoded, empties dropped."""
-        compiled = path if isinstance(path, Path) else compile_path(path)
+        compiled = path if isinstance(path, Path) else _COMPILED.get(path) or compile_path(path)
         return compiled.all(self)
 
 
 class Message(_Reader):
     """A parsed HL7 v2 message. Build with `parse`."""
 
-    __slots__ = ("_by_name", "_names", "_segments", "_segs", "codec", "encoding", "raw")
+    __slots__ = ("_by_name", "_segments", "codec", "encoding", "raw")
 
-    def __init__(self, raw: str, lines: list[str], encoding: Encoding, codec: str) -> None:
+    def __init__(
+        self,
+        raw: str,
+        segments: list[Segment],
+        by_name: dict[str, list[Segment]],
+        encoding: Encoding,
+        codec: str,
+    ) -> None:
         self.raw = raw
         self.encoding = encoding
         self.codec = codec  # the Python codec the bytes were decoded with
-        self._segs = lines
-        self._segments: list[Segment] | None = None
-        self._by_name: dict[str, list[Segment]] | None = None
+        self._segments = segments
+        self._by_name = by_name
 
     def __repr__(self) -> str:
         return f"Message(type={self.message_type!r}, control_id={self.control_id!r})"
 
     def _all(self) -> list[Segment]:
-        segs = self._segments
-        if segs is None:
-            enc, codec = self.encoding, self.codec
-            segs = [
-                Segment(line, line[:3], i, enc, codec) for i, line in enumerate(self._segs, 1)
-            ]
-            self._segments = segs
-        return segs
+        return self._segments
 
     def _named(self, name: str) -> list[Segment]:
-        index = self._by_name
-        if index is None:
-            index = {}
-            for seg in self._all():
-                found = index.get(seg.name)
-                if found is None:
-                    index[seg.name] = [seg]
-                else:
-                    found.append(seg)
-            self._by_name = index
-        return index.get(name, [])
+        return self._by_name.get(name, _NONE)
 
     def segments(self, name: str | None = None) -> list[Segment]:
         """Every segment (in order), or those with the given name."""
@@ -346,6 +338,8 @@ def parse(data: bytes | str, charset: str | None = None) -> Message:
         if fs == "|" and declared == "^~\\&"
         else Encoding(fs, component, repetition, esc, subcomponent)
     )
+    segments: list[Segment] = []
+    by_name: dict[str, list[Segment]] = {}
     for position, line in enumerate(lines, 1):
         name = line[:3]
         if (
@@ -361,4 +355,11 @@ def parse(data: bytes | str, charset: str | None = None) -> Message:
                 f"followed by the field separator",
                 f"segment {position}",
             )
-    return Message(text, lines, encoding, codec)
+        seg = Segment(line, name, position, encoding, codec)
+        segments.append(seg)
+        same = by_name.get(name)
+        if same is None:
+            by_name[name] = [seg]
+        else:
+            same.append(seg)
+    return Message(text, segments, by_name, encoding, codec)
