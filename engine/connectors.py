@@ -109,10 +109,12 @@ class DestinationContext(Protocol):
 class Destination(ABC):
     """An outbound connector.
 
-    deliver() gets up to `batch_size` QUEUED deliveries and returns one outcome per
-    delivery; it may raise nothing but must report failures as outcomes. It runs in a
-    worker thread. A batching destination (837P files) returns [] from `due()` False
-    calls: the runner calls deliver() only when `due(pending, oldest_age)` says so.
+    deliver_batch() gets up to `batch_size` QUEUED deliveries and a batch id, and returns
+    one outcome per delivery; failures are outcomes, not exceptions. The batch id is
+    recorded before the call: after a crash the same deliveries come back with the same
+    batch id, so a destination can recognise a batch it already finished (a file already
+    written) and answer SENT without doing it twice. The runner calls it only when
+    `due(pending, oldest_age_seconds, flush)` says so (batching destinations wait).
     """
 
     settings_model: ClassVar[type[BaseModel]]
@@ -133,7 +135,8 @@ class Destination(ABC):
         return True
 
     @abstractmethod
-    def deliver(self, deliveries: list[QueuedDelivery]) -> list[DeliveryOutcome]: ...
+    def deliver_batch(self, deliveries: list[QueuedDelivery],
+                      batch_id: int) -> list[DeliveryOutcome]: ...
 
     def close(self) -> None:
         """Release connections and files."""

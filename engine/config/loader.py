@@ -35,7 +35,8 @@ def load_config(path: str | Path) -> EngineConfig:
     for i, channel in enumerate(config.channels):
         loc: tuple[Any, ...] = ("channels", i)
         if channel.name in seen:
-            problems.append(f"{doc.where((*loc, 'name'))}: name: duplicate channel {channel.name!r}")
+            problems.append(
+                f"{doc.where((*loc, 'name'))}: name: duplicate channel {channel.name!r}")
         seen.add(channel.name)
         settings = _connector_settings(doc, "source", channel.source.type,
                                        channel.source.settings_dict(), (*loc, "source"), problems)

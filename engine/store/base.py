@@ -250,10 +250,11 @@ class SqlStore(ABC):
             self._exec(cur, "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
                             "WHERE lease_owner = ?", (owner,))
 
-    def duplicate_exists(self, key: str, charge_id: str, since: float) -> bool:
-        """Whether another charge with this duplicate key was stored since `since`."""
-        row = self._query("SELECT 1 FROM charges WHERE duplicate_key = ? AND charge_id <> ? "
-                          "AND created_at >= ? LIMIT 1", (key, charge_id, since))
+    def duplicate_exists(self, key: str, message_id: int, since: float) -> bool:
+        """Whether a charge with this duplicate key came from another message since `since`
+        (charges of the same message are its own, e.g. when it is reprocessed)."""
+        row = self._query("SELECT 1 FROM charges WHERE duplicate_key = ? AND message_id <> ? "
+                          "AND created_at >= ? LIMIT 1", (key, message_id, since))
         return bool(row)
 
     # -- delivery ------------------------------------------------------------------
