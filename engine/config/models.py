@@ -68,6 +68,12 @@ class ChannelConfig(_Strict):
         7 * 86400, ge=0, description="A resent MSH-10 from the same sender within this window "
         "is acknowledged again but not processed twice.")
     retention_days: int | None = Field(None, ge=1, description="Days message content is kept.")
+    strict_validation: bool = Field(
+        False, description="Validate every message with hl7apy against its version and "
+        "structure; a failure is answered AE with an ERR naming the segment and field.")
+    enrichment: Literal["off", "fill-missing", "prefer-ADT"] = Field(
+        "fill-missing", description="How a DFT lacking demographics or coverage is enriched "
+        "from the ADT context of the same MRN and visit.")
 
     @field_validator("accept")
     @classmethod
