@@ -167,20 +167,35 @@ class Message(_Reader):
         With `members`, a group stops earlier, at the first following segment whose name is
         not in `members` (e.g. ``groups("FT1", {"NTE", "PR1", "ROL"})`` keeps message-level
         DG1 and IN1 out of the last FT1 group).
+
+        A scope falls back to the message for a segment it lacks, but never to a segment that
+        belongs to another group: an FT1 without a PR1 does not borrow its neighbour's. The
+        segments after the last anchor count as shared when `members` is not given, since
+        without it they cannot be told apart from message-level ones (DG1, IN1 in DFT^P03).
         """
-        everything = self._all()
-        scopes: list[Scope] = []
+        everything = self._segments
+        groups: list[list[Segment]] = []
         current: list[Segment] | None = None
         for seg in everything:
             if seg.name == anchor:
                 current = [seg]
-                scopes.append(Scope(self, current))
+                groups.append(current)
             elif current is not None:
                 if members is not None and seg.name not in members:
                     current = None
                 else:
                     current.append(seg)
-        return scopes
+        if not groups:
+            return []
+        owned_groups = groups if members is not None else groups[:-1]
+        owned = {id(seg) for group in owned_groups for seg in group}
+        if members is None:
+            owned.add(id(groups[-1][0]))
+        shared: dict[str, list[Segment]] = {}
+        for seg in everything:
+            if id(seg) not in owned:
+                shared.setdefault(seg.name, []).append(seg)
+        return [Scope(self, group, shared) for group in groups]
 
     @property
     def msh(self) -> Segment:
@@ -237,14 +252,19 @@ class Scope(_Reader):
     """A group of segments (one FT1 with its PR1, DG1 ...) read with the message API.
 
     A path's segment is looked up inside the group first; when the group has no segment of
-    that name the whole message is used, so ``PID-3.1`` works inside an FT1 scope.
+    that name, the message's segments outside other groups are used, so ``PID-3.1`` works
+    inside an FT1 scope. Build with `Message.groups`.
     """
 
-    __slots__ = ("_own", "message")
+    __slots__ = ("_index", "_own", "_shared", "message")
 
-    def __init__(self, message: Message, segments: list[Segment]) -> None:
+    def __init__(
+        self, message: Message, segments: list[Segment], shared: dict[str, list[Segment]]
+    ) -> None:
         self.message = message
         self._own = segments
+        self._shared = shared
+        self._index: dict[str, list[Segment]] | None = None
 
     def __repr__(self) -> str:
         return f"Scope({self._own[0].name if self._own else ''}, {len(self._own)} segments)"
@@ -255,12 +275,18 @@ class Scope(_Reader):
         return self._own[0]
 
     def _named(self, name: str) -> list[Segment]:
-        own = [seg for seg in self._own if seg.name == name]
-        return own if own else self.message._named(name)
+        index = self._index
+        if index is None:
+            index = {}
+            for seg in self._own:
+                index.setdefault(seg.name, []).append(seg)
+            self._index = index
+        own = index.get(name)
+        return own if own is not None else self._shared.get(name, _NONE)
 
     def segments(self, name: str | None = None) -> list[Segment]:
         """The group's own segments (in order), or those with the given name (with fallback)."""
-        return list(self._own) if name is None else self._named(name)
+        return list(self._own) if name is None else list(self._named(name))
 
 
 def _decode(data: bytes, charset: str | None) -> tuple[str, str]:
