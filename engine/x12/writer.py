@@ -170,7 +170,8 @@ def _detail(claims: list[Claim]) -> Iterator[str]:
             yield _seg("SBR", "P", "18" if sub.is_patient else "",
                        _text(sub.group_number or "", upper=False, max_len=50),
                        "", "", "", "", "", claim.payer.filing_indicator)
-            yield _name("IL", sub.person, w, "coverage[0].subscriber",
+            yield _name("IL", sub.person, w,
+                        "patient" if sub.is_patient else "coverage[0].subscriber",
                         id_qualifier="MI",
                         identifier=w.text(sub.member_id, "coverage[0].member_id", 80, False))
             if sub.is_patient:
@@ -304,8 +305,7 @@ def _amount(value: Decimal) -> str:
 
 
 def _quantity(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def _date(value: date) -> str:
