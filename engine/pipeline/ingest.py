@@ -72,7 +72,9 @@ class ChannelIngest:
                 code = "AE"
                 error = AckError("MSH", 1, 0, "207", reason or "processing failed")
         reply = self._reply(msg, raw, code, text, error)
-        log.info("message.journaled", channel=channel, message_id=outcome.message_id,
+        # Per-message lines at debug keep the hot path lean; refusals are always logged.
+        emit = log.warning if problem is not None else log.debug
+        emit("message.journaled", channel=channel, message_id=outcome.message_id,
                  control_id=record.control_id, message_type=record.message_type,
                  status=record.status, duplicate=outcome.duplicate, transport=transport,
                  code=code, seconds=round(time.perf_counter() - started, 6))

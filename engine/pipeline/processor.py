@@ -64,7 +64,8 @@ class Processor:
         for stored in claimed:
             outcome = self.process(stored)
             self.store.complete_message(outcome, self.owner)
-            log.info("message.processed", channel=stored.channel, message_id=stored.id,
+            emit = log.warning if outcome.status == ERROR else log.debug
+            emit("message.processed", channel=stored.channel, message_id=stored.id,
                      control_id=outcome.control_id, status=outcome.status,
                      count=len(outcome.charges), reason=outcome.reason)
         return len(claimed)
