@@ -62,6 +62,12 @@ CHARGE: dict[str, Any] = {
 
 
 @pytest.fixture
+def settings_data() -> dict[str, Any]:
+    """The raw settings mapping, a fresh copy to change per test."""
+    return copy.deepcopy(SETTINGS)
+
+
+@pytest.fixture
 def x12_settings() -> X12Settings:
     """The settings of a small family practice sending through a clearinghouse."""
     return X12Settings.model_validate(copy.deepcopy(SETTINGS))
