@@ -27,7 +27,7 @@ def load_config(path: str | Path) -> EngineConfig:
     try:
         config = EngineConfig.model_validate(doc.data or {})
     except ValidationError as exc:
-        raise ConfigError(pydantic_problems(doc, exc)) from exc
+        raise ConfigError(pydantic_problems(doc, exc, model=EngineConfig)) from exc
     config.base_dir = Path(path).resolve().parent
     problems: list[str] = []
     dest_names = [d.name for d in config.destinations]
@@ -81,5 +81,5 @@ def _connector_settings(doc: Any, kind: str, type_name: str, raw: dict[str, Any]
     try:
         return cls.settings_model.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(pydantic_problems(doc, exc, loc))
+        problems.extend(pydantic_problems(doc, exc, loc, model=cls.settings_model))
         return None

@@ -97,14 +97,43 @@ def load_positioned(path: str | Path, *, substitute_env: bool = True) -> Positio
     return doc
 
 
-def pydantic_problems(doc: PositionedDocument, exc: Any, prefix: Loc = ()) -> list[str]:
+def _model_at(model: Any, loc: Loc) -> Any:
+    """The pydantic model class that owns the last element of `loc`, when known."""
+    import typing
+
+    from pydantic import BaseModel
+
+    current = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        info = getattr(current, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        for arg in list(candidates):
+            candidates.extend(typing.get_args(arg))
+        current = next((c for c in candidates
+                        if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current
+
+
+def pydantic_problems(doc: PositionedDocument, exc: Any, prefix: Loc = (),
+                      model: Any = None) -> list[str]:
     """Turn a pydantic ValidationError into `file:line:col: field: message` lines."""
+    import difflib
+
     lines = []
     for err in exc.errors():
         loc = (*prefix, *err["loc"])
         field_name = ".".join(str(p) for p in loc) or "(document)"
         hint = ""
         if err["type"] == "extra_forbidden":
-            hint = " (unknown field; check its spelling against the reference docs)"
+            owner = _model_at(model or getattr(exc, "title", None), tuple(err["loc"]))
+            known = list(getattr(owner, "model_fields", {}))
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = (f" (unknown field; did you mean {close[0]!r}?)" if close else
+                    f" (unknown field; known: {', '.join(known)})" if known else
+                    " (unknown field)")
         lines.append(f"{doc.where(loc)}: {field_name}: {err['msg']}{hint}")
     return lines
