@@ -43,7 +43,8 @@ class MllpSource(Source):
         s = self.settings
         ssl_context = None
         if s.tls_cert is not None and s.tls_key is not None:
-            ssl_context = server_ssl_context(s.tls_cert, s.tls_key, s.tls_ca,
+            ssl_context = server_ssl_context(str(s.tls_cert), str(s.tls_key),
+                                             str(s.tls_ca) if s.tls_ca else None,
                                              s.tls_require_client_cert)
 
         async def handle(payload: bytes, peer: str) -> bytes | None:

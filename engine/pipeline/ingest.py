@@ -56,7 +56,7 @@ class ChannelIngest:
             record.sender = f"{msg.sending_application or ''}^{msg.sending_facility or ''}"
             problem = self._header_problem(msg)
         except HL7ReadError as exc:
-            problem = ("AE", AckError("MSH", 1, 0, "100", f"cannot read message: {exc}"))
+            problem = ("AE", AckError("MSH", 1, None, 100, f"cannot read message: {exc}"))
         if problem is not None:
             record.status, record.reason = ERROR, problem[1].text
         outcome = await self.committer.journal(record)
@@ -70,7 +70,7 @@ class ChannelIngest:
             status, reason = await self.processed_waiter(outcome.message_id)
             if status == ERROR or reason:
                 code = "AE"
-                error = AckError("MSH", 1, 0, "207", reason or "processing failed")
+                error = AckError("MSH", 1, None, 207, reason or "processing failed")
         reply = self._reply(msg, raw, code, text, error)
         # Per-message lines at debug keep the hot path lean; refusals are always logged.
         emit = log.warning if problem is not None else log.debug
@@ -84,13 +84,13 @@ class ChannelIngest:
 
     def _header_problem(self, msg: Message) -> tuple[str, AckError] | None:
         if not msg.message_type or not msg.get("MSH-9.1"):
-            return ("AE", AckError("MSH", 1, 9, "101", "required field MSH-9 (message type) "
+            return ("AE", AckError("MSH", 1, 9, 101, "required field MSH-9 (message type) "
                                                      "is missing"))
         if not msg.control_id:
-            return ("AE", AckError("MSH", 1, 10, "101", "required field MSH-10 (message "
+            return ("AE", AckError("MSH", 1, 10, 101, "required field MSH-10 (message "
                                                       "control id) is missing"))
         if msg.message_type.upper() not in self.accept:
-            return ("AR", AckError("MSH", 1, 9, "200", f"message type {msg.message_type} is "
+            return ("AR", AckError("MSH", 1, 9, 200, f"message type {msg.message_type} is "
                                    f"not accepted by channel {self.channel.name}"))
         return None
 

@@ -77,6 +77,21 @@ class SqlStore(ABC):
     def next_counter(self, name: str) -> int:
         """Next value of a durable counter (X12 control numbers); never reused."""
 
+    def _lock_keys(self, cur: Any, keys: Sequence[str]) -> None:
+        """Serialize this transaction against others touching the same keys (held until
+        commit). SQLite needs nothing: BEGIN IMMEDIATE already serializes writers; a
+        server backend takes transaction-scoped locks, in the sorted order given."""
+        return None
+
+    @contextmanager
+    def batch_lock(self, destination: str) -> Iterator[bool]:
+        """Hold the right to assemble `destination`'s next batch across nodes.
+
+        Yields False when another node holds it (skip the destination this pass). One
+        SQLite file serves one node, so there it is always granted.
+        """
+        yield True
+
     # -- plumbing ------------------------------------------------------------------
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -147,6 +162,9 @@ class SqlStore(ABC):
         out: list[JournalOutcome] = []
         batch_seen: dict[tuple[str, str, str], JournalOutcome] = {}
         with self.transaction() as cur:
+            self._lock_keys(cur, sorted({f"dedupe:{r.channel}:{r.sender}:{r.control_id}"
+                                         for r in records if r.control_id and r.status != ERROR
+                                         and r.duplicate_window_seconds > 0}))
             for rec in records:
                 key = (rec.channel, rec.sender, rec.control_id or "")
                 if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
@@ -354,7 +372,8 @@ class SqlStore(ABC):
                         until: float | None = None, before_id: int | None = None,
                         limit: int = 50) -> list[StoredMessage]:
         """Newest first, keyset-paginated by `before_id`; each filter has an index."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         for column, value in (("channel", channel), ("status", status),
                               ("control_id", control_id), ("message_type", message_type),
                               ("mrn", mrn)):
