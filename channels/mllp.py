@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.hl7.mllp import MllpServer
-from engine.hl7.tls import server_ssl_context
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.connectors import Source
+from engine.hl7.mllp import MllpServer
+from engine.hl7.tls import server_ssl_context
 
 
 class MllpSettings(BaseModel):

@@ -138,7 +138,7 @@ class Destination(ABC):
     def deliver_batch(self, deliveries: list[QueuedDelivery],
                       batch_id: int) -> list[DeliveryOutcome]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most destinations hold nothing
         """Release connections and files."""
 
 
