@@ -17,6 +17,7 @@ from typing import Literal
 
 from engine.charge import Address, Charge, Coverage
 from engine.x12.codes import (
+    clean_text,
     icd_code_for_hi,
     npi_is_valid,
     procedure_code_is_valid,
@@ -248,7 +249,7 @@ def _prepare(charge: Charge, settings: X12Settings, correction: Correction | Non
         return ClaimDataError(cid, where, rule)
 
     frequency: Frequency = correction[0] if correction else "1"
-    payer_claim_number = correction[1] if correction else None
+    payer_claim_number = _text(correction[1]) or None if correction else None
     if charge.transaction_type == "credit" and frequency == "1":
         raise fail("transaction_type", "a credit can only void (8) or replace (7) a claim "
                    "already sent; no correction was given for it")
@@ -286,6 +287,11 @@ def _key(charge: Charge, p: _Prepared, settings: X12Settings) -> tuple[object, .
     return always + tuple(parts[name] for name in settings.claim_grouping)
 
 
+def _text(value: str | None) -> str:
+    """What of a value survives in an X12 element (delimiters and control characters go)."""
+    return clean_text(value or "", upper=False)
+
+
 def _line(charge: Charge, fail: _Fail) -> ClaimLine:
     code = (charge.procedure.code or "").strip().upper()
     if not code:
@@ -320,6 +326,8 @@ def _line(charge: Charge, fail: _Fail) -> ClaimLine:
     if not _POS.match(pos):
         raise fail("place_of_service", f"{pos or None!r} is not a 2-digit CMS place of service")
     auth = (charge.prior_authorization or "").strip() or None
+    if auth and not _text(auth):
+        raise fail("prior_authorization", f"{auth!r} has nothing X12 can carry")
     return ClaimLine(
         charge_id=charge.charge_id, procedure_code=code, modifiers=modifiers,
         amount=amount, units=units, service_date=charge.service_date,
@@ -354,8 +362,8 @@ def _diagnoses(charge: Charge, fail: _Fail) -> tuple[list[ClaimDiagnosis], list[
 
 
 def _address(charge_address: Address, where: str, fail: _Fail) -> PostalAddress:
-    line1 = (charge_address.line1 or "").strip()
-    city = (charge_address.city or "").strip()
+    line1 = _text(charge_address.line1)
+    city = _text(charge_address.city)
     state = (charge_address.state or "").strip().upper()
     postal = (charge_address.postal_code or "").replace("-", "").replace(" ", "")
     if not line1:
@@ -374,7 +382,7 @@ def _address(charge_address: Address, where: str, fail: _Fail) -> PostalAddress:
 
 def _patient(charge: Charge, fail: _Fail) -> Party:
     p = charge.patient
-    if not (p.last_name or "").strip():
+    if not _text(p.last_name):
         raise fail("patient.last_name", "a claim needs the patient's last name")
     return Party(
         last_name=p.last_name or "", first_name=p.first_name, middle_name=p.middle_name,
@@ -391,7 +399,7 @@ def _primary(charge: Charge, fail: _Fail) -> Coverage:
 
 def _subscriber(charge: Charge, patient: Party, fail: _Fail) -> SubscriberInfo:
     cov = _primary(charge, fail)
-    member_id = (cov.member_id or "").strip()
+    member_id = _text(cov.member_id)
     if len(member_id) < 2:
         raise fail("coverage[0].member_id", "the subscriber needs a member id (2010BA NM109)")
     sub = cov.subscriber
@@ -414,7 +422,7 @@ def _subscriber(charge: Charge, patient: Party, fail: _Fail) -> SubscriberInfo:
     else:
         if patient.birth_date is None:
             raise fail("patient.birth_date", "the 2010CA patient DMG needs a birth date")
-        if not (sub.last_name or "").strip():
+        if not _text(sub.last_name):
             raise fail("coverage[0].subscriber.last_name",
                        "the patient is not the subscriber, so the subscriber's name is needed")
         person = Party(
@@ -429,10 +437,10 @@ def _subscriber(charge: Charge, patient: Party, fail: _Fail) -> SubscriberInfo:
 
 def _payer(charge: Charge, settings: X12Settings, fail: _Fail) -> PayerInfo:
     cov = _primary(charge, fail)
-    name = (cov.payer_name or "").strip()
+    name = _text(cov.payer_name)
     if not name:
         raise fail("coverage[0].payer_name", "the payer needs a name (2010BB NM103)")
-    payer_id = (settings.payer_id_for(name, cov.payer_id) or "").strip()
+    payer_id = _text(settings.payer_id_for(name, cov.payer_id))
     if len(payer_id) < 2:
         raise fail("coverage[0].payer_id",
                    f"no payer id for {name!r}: add it to the payer table or send IN1-3")
@@ -456,7 +464,7 @@ def _billing(charge: Charge, settings: X12Settings, fail: _Fail) -> BillingParty
         )
     if not npi_is_valid(npi):
         raise fail("billing_provider.npi", f"{npi!r} is not a valid NPI (check digit)")
-    if not (bp.name or "").strip():
+    if not _text(bp.name):
         raise fail("billing_provider.name", "a billing provider other than the default "
                    "needs its name")
     tax_id = (bp.tax_id or "").replace("-", "")
@@ -475,7 +483,7 @@ def _rendering(charge: Charge, billing: BillingParty, fail: _Fail) -> RenderingP
         return None
     if not npi_is_valid(npi):
         raise fail("rendering_provider.npi", f"{npi!r} is not a valid NPI (check digit)")
-    if not (rp.last_name or "").strip():
+    if not _text(rp.last_name):
         raise fail("rendering_provider.last_name",
                    "a rendering provider other than the billing provider needs a last name")
     return RenderingProvider(npi=npi, last_name=rp.last_name or "", first_name=rp.first_name)
