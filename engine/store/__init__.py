@@ -20,9 +20,9 @@ def open_store(url: str, *, fsync: bool = True, base_dir: str | None = None) -> 
             path = Path(base_dir) / path
         store: SqlStore = SqliteStore(path, fsync=fsync)
     elif url.startswith(("postgresql://", "postgres://")):
-        from engine.store.postgres import PostgresStore  # type: ignore[import-not-found]
+        from engine.store.postgres import PostgresStore
 
-        store = PostgresStore(url)
+        store = PostgresStore(url, fsync=fsync)
     else:
         raise ValueError(f"store.url must start with sqlite:/// or postgresql://, got {url!r}")
     store.migrate()
