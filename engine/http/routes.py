@@ -6,5 +6,8 @@ from typing import Any
 
 
 def all_routers(state: Any) -> list[Any]:
+    from channels.http_hl7 import hl7_router
+
     routers: list[Any] = []
+    routers.append(hl7_router(state))  # POST /hl7/{channel}
     return routers
