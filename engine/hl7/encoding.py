@@ -68,9 +68,11 @@ def codec_for_charset(name: str) -> str | None:
     if codec is not None:
         return codec
     try:
-        return codecs.lookup(key).name
-    except LookupError:
+        name = codecs.lookup(key).name
+        b"".decode(name)  # refuses bytes-to-bytes codecs such as 'hex' or 'zlib'
+    except (LookupError, ValueError):
         return None
+    return name
 
 
 def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:

@@ -319,6 +319,8 @@ def _decode(data: bytes, charset: str | None) -> tuple[str, str]:
         raise HL7ReadError(
             f"bytes at offset {exc.start + start} do not decode as {codec}", "MSH-18"
         ) from None
+    except (UnicodeError, LookupError, ValueError) as exc:
+        raise HL7ReadError(f"bytes do not decode as {codec}: {exc}", "MSH-18") from None
 
 
 def parse(data: bytes | str, charset: str | None = None) -> Message:

@@ -313,6 +313,8 @@ class TestNotHl7:
         b"MSH|^~\\&|A\rpid|1",
         b"MSH|^~\\&|A\rPIDX|1",
         "MSH|^~\\&|A".encode("utf-16"),
+        b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|2.5||||||hex\rPID|1",
+        b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|X|P|2.5||||||UTF\x008\rPID|1",
     ])
     def test_rejected(self, data: bytes) -> None:
         """Input that is not an HL7 v2 message raises HL7ReadError and nothing else."""
