@@ -323,6 +323,21 @@ def _decode(data: bytes, charset: str | None) -> tuple[str, str]:
         raise HL7ReadError(f"bytes do not decode as {codec}: {exc}", "MSH-18") from None
 
 
+# Segment names already checked once: real traffic uses a few dozen, so most lines skip the
+# character tests.
+_KNOWN_NAMES: set[str] = set()
+
+
+def _is_segment_name(name: str) -> bool:
+    return (
+        len(name) == 3
+        and name.isascii()
+        and name.isalnum()
+        and name.isupper()
+        and name[0].isalpha()
+    )
+
+
 def parse(data: bytes | str, charset: str | None = None) -> Message:
     """Read one HL7 v2 message. `charset` overrides MSH-18. Raises HL7ReadError."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -368,19 +383,20 @@ def parse(data: bytes | str, charset: str | None = None) -> Message:
     )
     segments: list[Segment] = []
     by_name: dict[str, list[Segment]] = {}
+    known = _KNOWN_NAMES
     for position, line in enumerate(lines, 1):
         name = line[:3]
-        if (
-            len(name) != 3
-            or not name.isascii()
-            or not name.isalnum()
-            or not name.isupper()
-            or not name[0].isalpha()
-            or (len(line) > 3 and line[3] != fs)
-        ):
+        if name not in known:
+            if not _is_segment_name(name):
+                raise HL7ReadError(
+                    f"segment {position} does not start with a 3-character segment name",
+                    f"segment {position}",
+                )
+            if len(known) < 2048:
+                known.add(name)
+        if len(line) > 3 and line[3] != fs:
             raise HL7ReadError(
-                f"segment {position} does not start with a 3-character segment name "
-                f"followed by the field separator",
+                f"segment {position} ({name}) is not followed by the field separator {fs!r}",
                 f"segment {position}",
             )
         seg = Segment(line, name, position, encoding, codec)
