@@ -6,8 +6,10 @@ from typing import Any
 
 
 def all_routers(state: Any) -> list[Any]:
+    from channels.fhir import fhir_routers
     from channels.http_hl7 import hl7_router
 
     routers: list[Any] = []
     routers.append(hl7_router(state))  # POST /hl7/{channel}
+    routers.extend(fhir_routers(state))  # [base]/... for every fhir channel
     return routers
