@@ -138,6 +138,11 @@ class SqlStore(ABC):
             if migration.version in done:
                 continue
             with self.transaction() as cur:
+                # Another process starting at the same moment may have applied it since
+                # `done` was read; the write lock taken by this transaction settles it.
+                if self._exec(cur, "SELECT 1 FROM schema_migrations WHERE version = ?",
+                              (migration.version,)).fetchone() is not None:
+                    continue
                 for statement in migration.statements(self.tokens):
                     cur.execute(statement)
                 self._exec(cur, "INSERT INTO schema_migrations VALUES (?, ?, ?)",
