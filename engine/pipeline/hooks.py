@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from engine.pipeline.adt_hook import AdtContextHook
+from engine.pipeline.fhir_handler import FhirChargeHook
 from engine.store.base import SqlStore
 
 
 def default_hooks(config: Any, store: SqlStore) -> list[Any]:
-    return [AdtContextHook(store)]
+    return [AdtContextHook(store), FhirChargeHook(config, store)]
