@@ -73,6 +73,8 @@ class _Connection(asyncio.Protocol):
         self.scan_from = 0  # where to resume looking for the end block
         self.pending: collections.deque[bytes] = collections.deque()
         self.worker: asyncio.Task[None] | None = None
+        self.wakeup: asyncio.Future[None] | None = None  # set while the worker waits for frames
+        self.handling = False  # a handler call is in flight
         self.paused = False
         self.closed = False
         self.last_activity = self.loop.time()
@@ -131,12 +133,14 @@ class _Connection(asyncio.Protocol):
         self.buffer.clear()
         self.pending.clear()
         self._cancel_idle_timer()
+        self._wake()
         self.server._connections.discard(self)
 
     def close(self) -> None:
         """Close the connection (frames not yet handled are dropped; their sender resends)."""
         self.closed = True
         self.pending.clear()
+        self._wake()
         if self.transport is not None:
             self.transport.close()
 
@@ -155,7 +159,7 @@ class _Connection(asyncio.Protocol):
             return
         timeout = self.server.idle_timeout_seconds
         quiet = self.loop.time() - self.last_activity
-        busy = self.worker is not None and not self.worker.done()
+        busy = self.handling
         if quiet >= timeout and not busy:
             log.info("mllp.idle_timeout", peer=self.peer, seconds=timeout)
             self.close()
@@ -208,9 +212,12 @@ class _Connection(asyncio.Protocol):
         if pos:
             del buf[:pos]
             self.scan_from = max(self.scan_from - pos, 0)
-        if self.pending and (self.worker is None or self.worker.done()):
-            self.worker = self.loop.create_task(self._work())
-            self.server._track(self.worker)
+        if self.pending:
+            if self.worker is None:
+                self.worker = self.loop.create_task(self._work())
+                self.server._track(self.worker)
+            else:
+                self._wake()
         if len(self.pending) >= _PAUSE_FRAMES and not self.paused and self.transport:
             self.paused = True
             self.transport.pause_reading()
@@ -234,11 +241,29 @@ class _Connection(asyncio.Protocol):
 
     # -- handling ------------------------------------------------------------------
 
+    def _wake(self) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     async def _work(self) -> None:
-        handler = self.server.handler
+        """Handle frames in arrival order for the life of the connection.
+
+        One long-lived task per connection, woken when frames arrive, costs less than a
+        task per message on the hot path.
+        """
+        server = self.server
+        handler = server.handler
         pending = self.pending
-        while pending and not self.closed and not self.server.stopping:
+        while not self.closed and not server.stopping:
+            if not pending:
+                self.wakeup = self.loop.create_future()
+                await self.wakeup
+                self.wakeup = None
+                continue
             payload = pending.popleft()
+            self.handling = True
+            server._in_flight += 1
             try:
                 reply = await handler(payload, self.peer)
             except Exception as exc:
@@ -246,6 +271,11 @@ class _Connection(asyncio.Protocol):
                           exc_info=True)
                 self.close()
                 return
+            finally:
+                self.handling = False
+                server._in_flight -= 1
+                if server._in_flight == 0 and server.stopping:
+                    server._drained.set()
             self.last_activity = self.loop.time()
             transport = self.transport
             if reply is not None and transport is not None and not transport.is_closing():
@@ -280,6 +310,8 @@ class MllpServer:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # handler calls running now
+        self._drained = asyncio.Event()
 
     @property
     def port(self) -> int:
@@ -321,14 +353,17 @@ class MllpServer:
             if conn.transport is not None and not conn.transport.is_closing():
                 with contextlib.suppress(RuntimeError):
                     conn.transport.pause_reading()
-        busy = [task for task in self._tasks if not task.done()]
-        if busy:
-            _, late = await asyncio.wait(busy, timeout=drain_timeout)
-            for task in late:
+        if self._in_flight:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), drain_timeout)
+            except TimeoutError:
+                log.warning("mllp.drain_timeout", count=self._in_flight, seconds=drain_timeout)
+        for task in list(self._tasks):
+            if not task.done():
                 task.cancel()
-            if late:
-                log.warning("mllp.drain_timeout", count=len(late), seconds=drain_timeout)
-                await asyncio.wait(late, timeout=1.0)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         for conn in list(self._connections):
             conn.close()
         if self._server is not None:
