@@ -182,7 +182,9 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from engine.auth import user_cli
+
+    args = build_parser([user_cli.register]).parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
