@@ -184,8 +184,11 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.auth import user_cli
     from engine.auth.cli import register as register_token
+    from engine.pipeline import flush
+    from engine.pmsim import cli as pmsim_cli
 
-    args = build_parser([user_cli.register, register_token]).parse_args(argv)
+    args = build_parser([flush.register, pmsim_cli.register, user_cli.register,
+                         register_token]).parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -17,6 +17,8 @@ from pathlib import Path
 import structlog
 
 from engine.connectors import DeliveryOutcome, Destination, QueuedDelivery
+from engine.pipeline.corrections import previous_result
+from engine.pipeline.flush import FlushInbox
 from engine.store.base import SqlStore
 from engine.store.records import FAILED, QUEUED, SENT, DeliveryUpdate
 
@@ -50,6 +52,7 @@ class DeliveryRunner:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.flush_requested: set[str] = set()
+        self.flush_inbox = FlushInbox(store)  # `chargebridge flush` from another process
 
     def run_once(self) -> int:
         """One pass over every destination; returns how many deliveries were handled."""
@@ -59,6 +62,8 @@ class DeliveryRunner:
         return handled
 
     def run_destination(self, destination: Destination) -> int:
+        if self.flush_inbox.take(destination.name):
+            self.flush_requested.add(destination.name)
         pending, oldest = self.store.pending_deliveries(destination.name)
         flush = destination.name in self.flush_requested
         age = time.time() - oldest if oldest is not None else 0.0
@@ -73,7 +78,8 @@ class DeliveryRunner:
                                            for r in rows) else None
         if batch_id is None:
             batch_id = self.store.assign_batch([r.id for r in rows])
-        queued = [QueuedDelivery(r.id, r.charge_id, r.charge, r.attempts, r.kind, r.previous)
+        queued = [QueuedDelivery(r.id, r.charge_id, r.charge, r.attempts, r.kind,
+                                 r.previous or previous_result(self.store, r))
                   for r in rows]
         try:
             outcomes = destination.deliver_batch(queued, batch_id)

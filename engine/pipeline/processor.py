@@ -19,6 +19,7 @@ from engine.charge import Charge, Finding
 from engine.config.models import ChannelConfig
 from engine.errors import ChargeBridgeError
 from engine.hl7.reader import Message, parse
+from engine.pipeline.corrections import apply_corrections
 from engine.store.base import SqlStore
 from engine.store.records import (
     ERROR,
@@ -127,6 +128,8 @@ class Processor:
                 status = READY
             records.append(ChargeRecord(charge, status, findings, targets,
                                         self.scrubber.duplicate_key(charge)))
+        # Credits at claim destinations: void what was sent, cancel what was not.
+        apply_corrections(self.store, plan.destinations, records)
         statuses = Counter(r.status for r in records)
         counts = {"lines_in": lines_in, "charges": len(records), "held": statuses[HELD],
                   "queued": statuses[QUEUED], "ready": statuses[READY],
