@@ -98,6 +98,7 @@ class FhirService:
                      if_none_exist: str | None = None) -> EntryResult:
         """POST [base]/{type}: 201 for a new resource, 200 when it already exists."""
         self.check_type(resource_type)
+        resource = _without_server_meta(resource)
         _raise_invalid(validate_resource(resource, resource_type))
         plan = _Planned(0, "POST", resource_type, dict(resource), if_none_exist=if_none_exist)
         await asyncio.to_thread(self._decide_id, plan)
@@ -109,6 +110,7 @@ class FhirService:
         self.check_type(resource_type)
         if not ID_PATTERN.match(resource_id):
             raise FhirError.one(400, "value", f"{resource_id!r} is not a valid FHIR id")
+        resource = _without_server_meta(resource)
         _raise_invalid(validate_resource(resource, resource_type))
         body_id = resource.get("id")
         if body_id is not None and body_id != resource_id:
@@ -141,6 +143,10 @@ class FhirService:
         A transaction stores all entries or none (any problem raises FhirError); a batch
         answers each entry on its own.
         """
+        if isinstance(bundle, dict) and isinstance(bundle.get("entry"), list):
+            bundle = {**bundle, "entry": [
+                {**e, "resource": _without_server_meta(e["resource"])}
+                if isinstance(e, dict) and "resource" in e else e for e in bundle["entry"]]}
         issues = validate_resource(bundle, "Bundle")
         kind = bundle.get("type") if isinstance(bundle, dict) else None
         if not issues and kind not in ("transaction", "batch"):
@@ -340,6 +346,18 @@ class FhirService:
         log.info("fhir.refused", channel=self.channel, message_id=outcome.message_id,
                  status=error.status)
         return outcome.message_id
+
+
+def _without_server_meta(resource: Any) -> Any:
+    """The resource without meta.versionId/lastUpdated: the server assigns both, so what a
+    client sent there is ignored rather than validated."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("meta"), dict):
+        return resource
+    meta = {k: v for k, v in resource["meta"].items() if k not in ("versionId", "lastUpdated")}
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        out["meta"] = meta
+    return out
 
 
 def _raise_invalid(issues: list[Issue]) -> None:

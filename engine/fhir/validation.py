@@ -58,7 +58,8 @@ def is_fhir_type(name: str) -> bool:
 def parse_json(body: bytes) -> Any:
     """The JSON in `body`; raises ValueError with line/column when it is not JSON."""
     try:
-        return json.loads(body.decode("utf-8"))
+        # A leading byte order mark is tolerated (RFC 8259 lets a parser ignore it).
+        return json.loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ValueError(f"body is not UTF-8 (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
