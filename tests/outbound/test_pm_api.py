@@ -202,9 +202,9 @@ class TestConcurrencyAndBreaker:
 class TestOrderingAndCorrections:
     def test_credit_never_overtakes_its_charge(self, sim: PmSim, store: SqliteStore,
                                                make_pm_api: MakePmApi) -> None:
-        """While the encounter's charge waits out a 1 s Retry-After, its credit keeps
+        """While the encounter's charge waits out a 3 s Retry-After, its credit keeps
         waiting too; the PM receives charge then credit."""
-        control(sim, script=[{"status": 503, "retry_after": 1}])
+        control(sim, script=[{"status": 503, "retry_after": 3}])
         destination = make_pm_api()
         charge = make_charge(10, encounter="V555", mrn="MRN4471")
         credit = make_charge(11, encounter="V555", mrn="MRN4471", transaction_type="credit",
@@ -216,7 +216,7 @@ class TestOrderingAndCorrections:
         assert "HTTP 503" in first["detail"]
         assert "waiting for an earlier charge" in second["detail"]
         # The credit comes due alone, well before the charge: it must keep waiting.
-        drive(runner, lambda: deliveries(store)[1]["attempts"] >= 3, what="credit retries")
+        drive(runner, lambda: deliveries(store)[1]["attempts"] >= 2, what="credit retries")
         assert stats(sim)["charge_ids"] == []
         drive(runner, lambda: all_done(store))
         counts = stats(sim)
