@@ -159,8 +159,8 @@ def router(state: Any) -> Any:
 
     r = APIRouter(tags=["health"])
 
-    @r.get("/metrics", response_class=PlainTextResponse)
-    def metrics(_: Principal = Depends(require(Permission.READ))) -> PlainTextResponse:
+    @r.get("/metrics", response_class=PlainTextResponse, response_model=None)
+    def metrics(_: Principal = Depends(require(Permission.READ))) -> Any:
         """Prometheus text exposition format 0.0.4."""
         return PlainTextResponse(render(state.store, state.config),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")

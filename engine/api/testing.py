@@ -108,3 +108,40 @@ def fail_delivery(store: Any, charge_id: str, detail: str = "HTTP 500 from PM") 
     delivery_id = int(rows[0][0])
     store.finish_deliveries([DeliveryUpdate(delivery_id, FAILED, detail=detail)])
     return delivery_id
+
+
+PASSWORD = "correct horse battery staple"
+_SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "hl7" / "dft_p03_office_visit.hl7"
+
+
+def sample_message(control_id: str, path: Path = _SAMPLE) -> bytes:
+    """The office-visit DFT sample with its MSH-10 replaced (each one a new message)."""
+    raw = path.read_bytes()
+    return raw.replace(b"NC20240315-0001", control_id.encode(), 1)
+
+
+def send(node: Any, messages: list[bytes], channel: str = "clinic") -> list[bytes]:
+    """Send over MLLP to a running node's channel; returns the ACKs."""
+    from engine.hl7.mllp import send_messages
+
+    port = node.sources[channel].port
+    return asyncio.run(send_messages("127.0.0.1", port, messages))
+
+
+def add_users(store: Any) -> None:
+    """admin, operator and viewer, all with PASSWORD."""
+    from engine.auth.users import add_user
+
+    for role in ("admin", "operator", "viewer"):
+        add_user(store, role, PASSWORD, role)
+
+
+def login_client(base_url: str, name: str, password: str = PASSWORD) -> Any:
+    """An httpx.Client logged in through /api/session, sending its CSRF token."""
+    import httpx
+
+    client = httpx.Client(base_url=base_url, timeout=30.0)
+    reply = client.post("/api/session", json={"name": name, "password": password})
+    reply.raise_for_status()
+    client.headers["X-CSRF-Token"] = reply.json()["csrf_token"]
+    return client

@@ -15,6 +15,8 @@ from engine.auth.roles import Permission
 from engine.pipeline.actions import release_charges
 
 _RESENT = "queued for resend"
+Sort = Literal["amount", "age"]
+Order = Literal["asc", "desc"]
 
 
 def release(state: Any, principal: Principal, ids: list[str], ip: str) -> ActionResponse:
@@ -38,8 +40,6 @@ def resend(state: Any, principal: Principal, ids: list[int], ip: str,
 
 def router(state: Any) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["worklists"])
-    Sort = Literal["amount", "age"]
-    Order = Literal["asc", "desc"]
 
     @r.get("/worklists/held")
     def held(sort: Sort = "age", order: Order = "desc", limit: int = Query(100, ge=1, le=1000),
