@@ -156,7 +156,7 @@ class FileSource(Source):
             folder.mkdir(parents=True, exist_ok=True)
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"file-source-{self.name}")
-        log.info("file.watching", channel=self.name, directory=str(self.inbox))
+        log.info("file.watching", channel=self.name, path=str(self.inbox))
 
     async def stop(self) -> None:
         """Stop after the messages in flight are journaled; a file half read stays where it
@@ -214,7 +214,7 @@ class FileSource(Source):
             resume = max(resume, await asyncio.to_thread(self.progress.last_journaled, peer,
                                                          progress.started_at))
         log.info("file.resumed" if resume else "file.started", channel=self.name, file=name,
-                 after=resume)
+                 count=resume)
         run = _FileRun(resume)
         try:
             with open(path, "rb") as fh:  # the reads themselves run in a thread
@@ -228,12 +228,12 @@ class FileSource(Source):
             return
         if run.failure is not None:  # the journal failed: keep the file, resume next scan
             await asyncio.to_thread(self.progress.save, name, fingerprint, run.done_index, True)
-            log.error("file.journal_failed", channel=self.name, file=name, after=run.done_index,
+            log.error("file.journal_failed", channel=self.name, file=name, count=run.done_index,
                       error=run.failure)
             return
         if not reader.eof:  # stopping: keep the file, remember how far we got
             await asyncio.to_thread(self.progress.save, name, fingerprint, run.done_index)
-            log.info("file.paused", channel=self.name, file=name, after=run.done_index)
+            log.info("file.paused", channel=self.name, file=name, count=run.done_index)
             return
         if reader.messages == 0:
             await self._fail(path, fingerprint, 0, "no HL7 message (no MSH segment) in file")
@@ -245,7 +245,7 @@ class FileSource(Source):
         await asyncio.to_thread(self.progress.finish, name, fingerprint, DONE, reader.messages,
                                 None, problems)
         log.info("file.archived", channel=self.name, file=name, count=reader.messages,
-                 archived_as=target.name, trailer_mismatch=bool(problems))
+                 path=str(target), detail=f"{len(problems)} trailer mismatch(es)")
 
     async def _journal_all(self, reader: BatchReader, run: _FileRun, name: str,
                            fingerprint: str, peer: str) -> None:
@@ -275,7 +275,7 @@ class FileSource(Source):
             await asyncio.to_thread(self.progress.finish, path.name, fingerprint, FAILED,
                                     messages, detail, [])
         log.warning("file.unreadable", channel=self.name, file=path.name, detail=detail,
-                    moved_as=target.name)
+                    path=str(target))
 
 
 class _FileRun:

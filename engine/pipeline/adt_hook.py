@@ -43,8 +43,8 @@ class AdtContextHook:
                 counts["context"] = save_context(self.store, ctx, stored.id)
             else:
                 reason = "no MRN in PID-3: ADT context not kept"
-            log.info("context.updated", message_id=stored.id, event=event,
-                     kinds=counts.get("context", []))
+            log.info("context.updated", message_id=stored.id, kind=event,
+                     status=",".join(counts.get("context", [])))
         else:
             counts["context"] = []
         return MessageOutcome(stored.id, PROCESSED, reason, mrn=msg.get("PID-3.1"),
