@@ -8,8 +8,10 @@ The context dict a `input: fhir` mapping sees:
     Practitioner  the first ChargeItem.performer.actor that is a Practitioner
     Account       the first ChargeItem.account
     Coverage      list: the Account's coverages by priority, else the Patient's active
-                  Coverages (Coverage.beneficiary) by Coverage.order
-    Payor         list, one per Coverage: its first payor Organization ({} when unknown)
+                  Coverages (Coverage.beneficiary) by Coverage.order; each payor Reference
+                  that resolves to an Organization gains that Organization's first
+                  identifier and its name as display (when it had none), so a mapping reads
+                  `Coverage.payor.identifier.value` and `Coverage.payor.display`
     Organization  ChargeItem.performingOrganization (else requestingOrganization)
 A key is absent when there is nothing to put there.
 """
@@ -161,12 +163,21 @@ def build_context(store: SqlStore, item: dict[str, Any]) -> ChargeItemContext:
         active = [r.content for r in found if r.content.get("status") == "active"]
         coverages = sorted(active, key=lambda c: c.get("order") or 1 << 30)
     if coverages:
-        ctx["Coverage"] = coverages
-        payors = []
-        for coverage in coverages:
-            payor, _ = resolve_reference(store, coverage, (coverage.get("payor") or [None])[0],
-                                         None)
-            payors.append(payor if payor is not None and
-                          payor.get("resourceType") == "Organization" else {})
-        ctx["Payor"] = payors
+        ctx["Coverage"] = [_with_payor_details(store, c) for c in coverages]
     return out
+
+
+def _with_payor_details(store: SqlStore, coverage: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `coverage` whose payor References carry the payor's identifier and name."""
+    payors = []
+    for ref in coverage.get("payor") or []:
+        org, _ = resolve_reference(store, coverage, ref, None)
+        if isinstance(ref, dict) and org is not None and org.get("resourceType") == "Organization":
+            ref = dict(ref)
+            idents = [i for i in org.get("identifier") or [] if isinstance(i, dict)]
+            if "identifier" not in ref and idents:
+                ref["identifier"] = idents[0]
+            if "display" not in ref and org.get("name"):
+                ref["display"] = org["name"]
+        payors.append(ref)
+    return {**coverage, "payor": payors} if payors else coverage

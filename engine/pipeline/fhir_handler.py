@@ -33,6 +33,7 @@ from engine.store.records import (
     HELD,
     PROCESSED,
     QUEUED,
+    READY,
     SENT,
     ChargeRecord,
     MessageOutcome,
@@ -108,6 +109,7 @@ class FhirChargeHook:
         processor = self._processor()
         mapping = processor.mappings.get(plan.mapping_path)
         result = mapping.apply(resolved.context, channel=channel)
+        reason = None
         if result.filtered or not result.charges:
             reason = result.filtered or "; ".join(sorted({r for _, r in result.dropped}))
             if existing is not None:
@@ -128,7 +130,10 @@ class FhirChargeHook:
                            list(m.findings) + list(resolved.findings)))
         outcome = processor.route(stored, plan, mapped, result.lines_in, result.dropped,
                                   resolved.mrn)
-        _drop_self_duplicates(outcome, existing)
+        _drop_self_duplicates(self.store, outcome, existing,
+                              processor.scrubber.duplicate_window_seconds)
+        if reason:  # nothing mapped: say why the ChargeItem made no charge
+            outcome.reason = reason
         if existing is not None and _went_out(self.store, charge_id, existing[1]):
             outcome.reason = ("ChargeItem changed after its charge went out: the change is not "
                               "sent (send entered-in-error, then a new ChargeItem)")
@@ -143,8 +148,10 @@ class FhirChargeHook:
                                   control_id=stored.control_id)
         charge, status, _, _ = existing
         if _went_out(self.store, charge.charge_id, status):
+            # A credit's normalized amount is negative (as the HL7 mappings make it).
+            amount = None if charge.amount is None else -abs(charge.amount)
             credit = charge.model_copy(update={
-                "charge_id": credit_id, "transaction_type": "credit",
+                "charge_id": credit_id, "transaction_type": "credit", "amount": amount,
                 "source": {**charge.source, **provenance, "credit_of": charge.charge_id}})
             log.info("fhir.credit", message_id=stored.id, charge_id=charge.charge_id,
                      credit_id=credit_id)
@@ -183,22 +190,28 @@ def _went_out(store: SqlStore, charge_id: str, status: str) -> bool:
     return any(d["status"] in (QUEUED, SENT) for d in store.deliveries_for_charge(charge_id))
 
 
-def _drop_self_duplicates(outcome: MessageOutcome, existing: Any) -> None:
+def _drop_self_duplicates(store: SqlStore, outcome: MessageOutcome, existing: Any,
+                          window_seconds: float) -> None:
     """An updated ChargeItem is the same charge, not a duplicate of itself: drop a
-    duplicate hold the scrubber raised only because the earlier version is stored."""
+    duplicate finding the scrubber raised when the only earlier charge with that duplicate
+    key is this very charge (an earlier version of the ChargeItem)."""
     if existing is None:
         return
+    since = time.time() - window_seconds
     for record in outcome.charges:
-        if record.charge.charge_id != existing[0].charge_id:
+        if record.charge.charge_id != existing[0].charge_id or record.duplicate_key is None:
             continue
-        kept = [f for f in record.findings if not (f.rule.startswith("duplicate")
-                                                   or ".duplicate" in f.rule)]
+        others = store._query("SELECT 1 FROM charges WHERE duplicate_key = ? AND charge_id <> ? "
+                              "AND created_at >= ? LIMIT 1",
+                              (record.duplicate_key, record.charge.charge_id, since))
+        if others:
+            continue
+        kept = [f for f in record.findings if f.rule != "scrub.duplicate"]
         if len(kept) != len(record.findings):
             record.findings = kept
             if record.status == HELD and not any(f.severity == "hold" for f in kept):
-                record.status = QUEUED if record.destinations else "READY"
+                record.status = QUEUED if record.destinations else READY
     statuses = Counter(r.status for r in outcome.charges)
-    outcome.counts.update(held=statuses[HELD], queued=statuses[QUEUED],
-                          ready=statuses["READY"])
+    outcome.counts.update(held=statuses[HELD], queued=statuses[QUEUED], ready=statuses[READY])
     outcome.reason = "; ".join(sorted({f.message for r in outcome.charges
                                        for f in r.findings if f.severity == "hold"})) or None

@@ -3,6 +3,7 @@ loaded, HTTP on port 0, a real SQLite store, an API token, and an httpx client."
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from engine.store.records import StoredMessage
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "fhir"
-FHIR_MAPPING = ROOT / "mappings" / "fhir_chargeitem.yaml"
+TEST_MAPPING = Path(__file__).resolve().parent / "data" / "chargeitem_min.yaml"
 CHANNEL = "fhir_in"
 MAX_BODY = 64 * 1024
 FHIR_JSON = "application/fhir+json"
@@ -68,16 +69,16 @@ class FhirNode:
         return sorted(found, key=lambda m: m.id)
 
 
-def write_config(tmp_path: Path, *, mapping: bool, source: dict[str, Any] | None = None
-                 ) -> Path:
+def write_config(tmp_path: Path, *, mapping: Path | None,
+                 source: dict[str, Any] | None = None) -> Path:
     """A config.yaml with one fhir channel (and a json_file destination)."""
     channel: dict[str, Any] = {
         "name": CHANNEL,
         "source": {"type": "fhir", "max_body_bytes": MAX_BODY, **(source or {})},
         "destinations": ["out"],
     }
-    if mapping:
-        channel["mapping"] = str(FHIR_MAPPING)
+    if mapping is not None:
+        channel["mapping"] = str(mapping)
     doc = {
         "store": {"url": f"sqlite:///{tmp_path / 'cb.db'}", "fsync": False},
         "http": {"host": "127.0.0.1", "port": 0},
@@ -104,7 +105,51 @@ async def start_node(config_path: Path) -> FhirNode:
 @pytest.fixture
 async def fhir_node(tmp_path: Path) -> AsyncIterator[FhirNode]:
     """An ingest node with a fhir channel and no mapping (ingest behaviour only)."""
-    running = await start_node(write_config(tmp_path, mapping=False))
+    running = await start_node(write_config(tmp_path, mapping=None))
     yield running
+    await running.client.aclose()
+    await running.node.stop()
+
+
+class Pipeline:
+    """The processor and delivery runner of the node, run on demand in a worker thread."""
+
+    def __init__(self, running: FhirNode) -> None:
+        from engine.pipeline.delivery import DeliveryRunner
+        from engine.runtime import build_destinations, build_processor
+
+        self.running = running
+        store = running.store
+        self.destinations = build_destinations(running.config, store)
+        self.processor, _ = build_processor(running.config, store, self.destinations, "test")
+        self.runner = DeliveryRunner(store, list(self.destinations.values()), owner="test")
+
+    async def process(self) -> int:
+        """Process every waiting message; returns how many were processed."""
+        total = 0
+        while handled := await asyncio.to_thread(self.processor.run_once):
+            total += handled
+        return total
+
+    async def deliver(self) -> int:
+        """Deliver every due charge."""
+        total = 0
+        while handled := await asyncio.to_thread(self.runner.run_once):
+            total += handled
+        return total
+
+    def close(self) -> None:
+        for destination in self.destinations.values():
+            destination.close()
+
+
+@pytest.fixture
+async def fhir_pipeline(tmp_path: Path) -> AsyncIterator[tuple[FhirNode, Pipeline]]:
+    """A node whose fhir channel maps ChargeItems (tests/fhir/data/chargeitem_min.yaml) to a
+    json_file destination, with its processor and delivery runner."""
+    running = await start_node(write_config(tmp_path, mapping=TEST_MAPPING))
+    pipeline = Pipeline(running)
+    yield running, pipeline
+    pipeline.close()
     await running.client.aclose()
     await running.node.stop()

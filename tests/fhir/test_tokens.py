@@ -61,7 +61,7 @@ class TestTokenCli:
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`chargebridge token add NAME --role ROLE --config` prints a token the FHIR
         endpoint accepts; `token list` never prints it."""
-        config_path = write_config(tmp_path, mapping=False)
+        config_path = write_config(tmp_path, mapping=None)
         code = main(["token", "add", "epic-prod", "--role", "operator", "--config",
                      str(config_path)])
         assert code == 0
