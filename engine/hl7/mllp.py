@@ -51,8 +51,11 @@ log = structlog.get_logger("engine.hl7.mllp")
 _PAUSE_FRAMES = 64
 
 
-class MllpError(ChargeBridgeError):
-    """An MLLP exchange failed (connection refused or closed, no reply in time, bad frame)."""
+class MllpError(ChargeBridgeError, ConnectionError):
+    """An MLLP exchange failed (connection refused or closed, no reply in time).
+
+    Also a ConnectionError, so callers that treat any broken connection alike can.
+    """
 
 
 def frame(payload: bytes) -> bytes:
