@@ -51,7 +51,7 @@ MESSAGE_SEGMENTS = {
 }
 FHIR_RESOURCES = {
     "ChargeItem", "Patient", "Encounter", "Coverage", "Practitioner", "PractitionerRole",
-    "Organization", "Location", "Account",
+    "Organization", "Location", "Account", "Payor",
 }
 
 _SEGMENT_NAME = re.compile(r"^\s*([A-Z][A-Z0-9]{2})")

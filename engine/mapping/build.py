@@ -25,17 +25,20 @@ _LAYOUT = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydan
 
 def model_skeleton(model: type[BaseModel]) -> Callable[[], dict[str, Any]]:
     """A factory of fresh nested dicts shaped like `model`, holding its defaults."""
+    # Every key in field order (the JSON follows the dict's order); nested parts and
+    # lists are filled in fresh by make().
     scalars: dict[str, Any] = {}
     nested: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     lists: list[str] = []
     for name, info in model.model_fields.items():
         annotation = unwrap_optional(info.annotation)
+        scalars[name] = None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             nested.append((name, model_skeleton(annotation)))
         elif info.default_factory is not None:
             lists.append(name)
-        else:
-            scalars[name] = None if info.is_required() else info.default
+        elif not info.is_required():
+            scalars[name] = info.default
 
     def make() -> dict[str, Any]:
         out = scalars.copy()

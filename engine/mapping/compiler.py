@@ -257,7 +257,7 @@ class Compiler:
                 return None
             static = False
             how = f"expr {spec.expr}"
-            raw = self._expr_getter(expr, field_name)
+            raw = self._expr_getter(expr, field_name, spec.expr)
         elif spec.has_value:
             constant = self._constant(spec.value, type_name, target_type, is_list, field_name,
                                       site.child("value"))
@@ -287,6 +287,8 @@ class Compiler:
             static = force_static
         get = self._field_getter(raw, read, steps, lookup, convert, retarget, type_name, is_list,
                                  fallback.get if fallback else None, default, field_name, how)
+        if self.explain:
+            get = _forget_empty(get)
         return _Source(get, static)
 
     def _traced(self, get: Callable[[Any], Any], parts: list[str], many: bool) -> Getter:
@@ -313,10 +315,15 @@ class Compiler:
 
         return alternatives
 
-    def _expr_getter(self, expr: Callable[..., Any], field_name: str) -> Getter:
+    def _expr_getter(self, expr: Callable[..., Any], field_name: str, text: str) -> Getter:
+        label = "expr " + " ".join(text.split())
+
         def evaluate(_scope: Any, line: Line) -> Any:
             try:
-                return expr(line.ns)
+                value = expr(line.ns)
+                if line.trail is not None and value is not None:
+                    line.trail.append(label)
+                return value
             except Exception as exc:  # a data-dependent error (None * 2) must not fail a message
                 line.hold("mapping.expression_error", field_name,
                           f"{field_name}: the mapping expression failed ({type(exc).__name__}: "
@@ -368,6 +375,10 @@ class Compiler:
                 value = lookup(value, line)
                 if value is None or value is STOP:
                     return value
+                if isinstance(value, list):
+                    # A table cell that holds several items (default modifiers).
+                    return [v for v in (convert_one(item, line) for item in value)
+                            if v is not STOP] if convert is not None else value
             if convert is not None:
                 try:
                     value = convert(value)
@@ -377,6 +388,14 @@ class Compiler:
                     bad_value(line, value, exc)
                     return STOP
             return value
+
+        def convert_one(value: Any, line: Line) -> Any:
+            try:
+                value = convert(value)
+                return to_target(value, retarget) if retarget is not None else value
+            except ValueError as exc:
+                bad_value(line, value, exc)
+                return STOP
 
         def get(scope: Any, line: Line) -> Any:
             if read is not None:
@@ -409,8 +428,6 @@ class Compiler:
                             line.trail.append(f"lookup {label}")
                         return value
             if fallback is not None:
-                if line.trail is not None and line.trail:
-                    line.trail.append("(empty)")
                 value = fallback(scope, line)
                 if value is not None:
                     return value
@@ -528,7 +545,16 @@ class Compiler:
             if fhir:
                 found = scope.get(kind) if isinstance(scope, dict) else None
                 resources = found if isinstance(found, list) else ([found] if found else [])
-                scopes: list[Any] = [{**scope, kind: r} for r in resources]
+                # Lists parallel to the iterated one (Payor[i] is Coverage[i]'s payer) are
+                # narrowed to the same item.
+                parallel = [k for k, v in scope.items() if k != kind and isinstance(v, list)
+                            and len(v) == len(resources)]
+                scopes: list[Any] = []
+                for i, resource in enumerate(resources):
+                    item_scope = {**scope, kind: resource}
+                    for key in parallel:
+                        item_scope[key] = scope[key][i]
+                    scopes.append(item_scope)
             else:
                 scopes = [accessors.ItemScope(seg, scope) for seg in scope.segments(kind)]
             if order is not None:
@@ -614,6 +640,19 @@ class Compiler:
                 f"unknown charge field {name!r}{did_you_mean(name, all_target_names())}"))
             return None
         return target, index, item
+
+
+def _forget_empty(get: Getter) -> Getter:
+    """Explaining: a source that ended up empty leaves no trace in the explanation."""
+
+    def explained(scope: Any, line: Line) -> Any:
+        mark = len(line.trail) if line.trail is not None else 0
+        value = get(scope, line)
+        if (value is None or value is STOP) and line.trail is not None:
+            del line.trail[mark:]
+        return value
+
+    return explained
 
 
 def _order_key(value: Any) -> tuple[int, float, str]:

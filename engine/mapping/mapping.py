@@ -134,8 +134,8 @@ class CompiledMapping:
             lines = [context]
         base_ns = {k: v for k, v in context.items() if isinstance(k, str)}
         base_ns["control_id"] = control_id
-        return self._run(context, lines, base_ns, control_id or (self.iterate or "fhir"),
-                         channel, explain, self._fhir_line_id)
+        return self._run(context, lines, base_ns, control_id, channel, explain,
+                         self._fhir_line_id)
 
     def _fhir_line_id(self, scope: Any, index: int) -> str:
         item = scope.get(self.iterate) if self.iterate else None
@@ -309,7 +309,9 @@ class CompiledMapping:
         if self.input == "fhir" and data["transaction_type"] == "credit":
             # A FHIR credit reverses the same ChargeItem: it needs its own id.
             line_id = f"{line_id}#credit"
-        data["charge_id"] = make_charge_id(source_base["channel"], control_id, line_id)
+        # FHIR: without a request control id the ChargeItem's own key names the charge.
+        data["charge_id"] = make_charge_id(source_base["channel"], control_id or self.input,
+                                           line_id)
         data["source"] = {**source_base, "line": index, "line_id": line_id}
         charge = self.build(data)
         return MappedCharge(charge, line.findings, line.explain or {})
