@@ -104,7 +104,8 @@ class ChannelIngest:
                 return None
         else:
             ack_code = code
-        return build_ack(msg, ack_code, text=text, error=error, raw=raw).encode("utf-8")
+        codec = msg.codec if msg is not None else "utf-8"
+        return build_ack(msg, ack_code, text=text, error=error, raw=raw).encode(codec, "replace")
 
 
 async def wait_until_processed(store: Any, message_id: int, timeout: float = 30.0
