@@ -82,7 +82,7 @@ class TestChargeItemToCharge:
         assert resp.status_code == 201
         await pipeline.process()
         cid = charge_id("77120-1")
-        charge, status, charge_findings, _ = node.store.get_charge(cid)
+        _, status, charge_findings, _ = node.store.get_charge(cid)
         assert status == HELD
         unresolved = [f for f in charge_findings if f.rule == "fhir.unresolved_reference"]
         assert {f.field for f in unresolved} >= {"subject", "context"}
@@ -141,6 +141,7 @@ class TestCorrections:
         assert resp.status_code == 200 and resp.headers["etag"] == 'W/"2"'
         await pipeline.process()
         charge, status, charge_findings, _ = node.store.get_charge(cid)
+        assert status == QUEUED, charge_findings
         assert str(charge.units) == "2"
         assert "fhir.unresolved_reference" not in [f.rule for f in charge_findings]
         assert charge.source["version_id"] == "2"
