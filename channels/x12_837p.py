@@ -112,6 +112,9 @@ class X12Destination(Destination):
 
     def existing_file(self, batch_id: int) -> Path | None:
         """The file batch `batch_id` was already written to, whatever day that was."""
+        if "{date" not in self.settings.file_pattern:  # one possible name: no listing
+            path = self.directory / self._name(batch_id, "")
+            return path if path.exists() else None
         marker = "\x00date\x00"
         pattern = glob.escape(self._name(batch_id, marker)).replace(marker, "[0-9]" * 8)
         found = sorted(self.directory.glob(pattern))
