@@ -108,7 +108,8 @@ class FhirChargeHook:
                                   control_id=stored.control_id, mrn=resolved.mrn)
         processor = self._processor()
         mapping = processor.mappings.get(plan.mapping_path)
-        result = mapping.apply(resolved.context, channel=channel)
+        result = mapping.apply({**resolved.context, "control_id": stored.control_id},
+                               channel=channel)
         reason = None
         if result.filtered or not result.charges:
             reason = result.filtered or "; ".join(sorted({r for _, r in result.dropped}))

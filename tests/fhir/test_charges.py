@@ -4,11 +4,20 @@ an unresolved reference holds; entered-in-error before or after the charge went 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from engine.charge import make_charge_id
 from engine.store.records import FILTERED, HELD, PROCESSED, QUEUED, SENT
-from tests.fhir.conftest import CHANNEL, FhirNode, Pipeline, sample
+from tests.fhir.conftest import (
+    CHANNEL,
+    ROOT,
+    FhirNode,
+    Pipeline,
+    sample,
+    start_node,
+    write_config,
+)
 
 CI_SYSTEM = "urn:oid:2.16.840.1.113883.19.5.9"
 
@@ -202,3 +211,29 @@ class TestCorrections:
         charge, status, _, _ = node.store.get_charge(charge_id("77120-1"))
         assert status == SENT and str(charge.units) == "1"
         assert "after its charge went out" in (node.messages()[-1].reason or "")
+
+
+class TestShippedMapping:
+    async def test_transaction_through_mappings_fhir_chargeitem(self, tmp_path: Path) -> None:
+        """With the shipped mappings/fhir_chargeitem.yaml a telehealth transaction becomes
+        a charge with the resolved patient, Medicare coverage, NPI and POS 02 (virtual)."""
+        node = await start_node(write_config(
+            tmp_path, mapping=ROOT / "mappings" / "fhir_chargeitem.yaml"))
+        pipeline = Pipeline(node)
+        try:
+            resp = await node.post("/fhir", sample("transaction_telehealth_visit"))
+            assert resp.status_code == 200
+            await pipeline.process()
+            charge, status, charge_findings, _ = node.store.get_charge(charge_id("80311-1"))
+            assert "fhir.unresolved_reference" not in [f.rule for f in charge_findings]
+            assert charge.patient.mrn == "100871"
+            assert [(c.member_id, c.payer_id) for c in charge.coverage] == [
+                ("1EG4TE5MK73", "00430")]
+            assert charge.rendering_provider.npi == "1932102084"
+            assert charge.place_of_service == "02"
+            assert charge.source["control_id"].startswith("ChargeItem/")
+            assert status in (QUEUED, HELD)
+        finally:
+            pipeline.close()
+            await node.client.aclose()
+            await node.node.stop()
