@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 
+import pytest
+
 from engine.hl7.mllp import END_BLOCK, START_BLOCK, frame, send_messages
 from tests.inbound.conftest import StartNode, channel, count, dft, err, mllp_port, msa, wait_until
 
@@ -170,6 +172,7 @@ class TestSlowAndMany:
         assert msa(block[1:-2])[1:3] == ["AA", "C9"]
         assert count(node.store) == 51
 
+    @pytest.mark.timeout(600)
     async def test_200_connections_50_messages_each(self, start_node: StartNode) -> None:
         """200 senders at once, 50 messages each: every message AA, each stored exactly once."""
         node = await start_node([channel()])
