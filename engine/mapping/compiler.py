@@ -226,8 +226,8 @@ class Compiler:
 
     # -- fields -------------------------------------------------------------------------
 
-    def field(self, spec: FieldSpec, target: Target | None, field_name: str, site: Site,
-              *, force_static: bool | None = None) -> _Source | None:
+    def field(self, spec: FieldSpec, target: Target | None, field_name: str,
+              site: Site) -> _Source | None:
         """Compile a scalar or list field (or a var when `target` is None)."""
         is_list = target.is_list if target is not None else False
         type_name = spec.type or (target.type if target is not None else None)
@@ -241,10 +241,13 @@ class Compiler:
                 f"each: builds records; {field_name} is not a list of records "
                 "(each: belongs on coverage or diagnoses)"))
             return None
+        broken = False
         if spec.path is not None:
             compiled = self._accessor(spec.path, is_list, site.child("path"))
             if compiled is None:
-                return None
+                # Keep checking the rest of the field so one run reports every problem.
+                broken = True
+                compiled = (lambda _scope: None, [spec.path], True)
             get, parts, static = compiled
             how = spec.path
             if self.explain:
@@ -254,7 +257,8 @@ class Compiler:
         elif spec.expr is not None:
             expr = self.expression(spec.expr, site.child("expr"))
             if expr is None:
-                return None
+                broken = True
+                expr = _no_expression
             static = False
             how = f"expr {spec.expr}"
             raw = self._expr_getter(expr, field_name, spec.expr)
@@ -267,7 +271,7 @@ class Compiler:
         lookup = (self._lookup(spec.lookup, site.child("lookup"), field_name, is_list)
                   if spec.lookup is not None else None)
         if spec.lookup is not None and lookup is None:
-            return None
+            broken = True
         convert = TYPES[type_name] if type_name is not None and (raw or read) is not None \
             and not spec.has_value else None
         if (type_name == "string" and spec.path is not None and self.input == "hl7"
@@ -279,12 +283,13 @@ class Compiler:
         if spec.else_ is not None:
             fallback = self.field(spec.else_, target, field_name, site.child("else"))
             if fallback is None:
-                return None
-            static = static and fallback.static
+                broken = True
+            else:
+                static = static and fallback.static
         default = self._constant(spec.default, type_name, target_type, is_list, field_name,
                                  site.child("default")) if spec.default is not None else None
-        if force_static is not None:
-            static = force_static
+        if broken:
+            return None
         get = self._field_getter(raw, read, steps, lookup, convert, retarget, type_name, is_list,
                                  fallback.get if fallback else None, default, field_name, how)
         if self.explain:
@@ -402,6 +407,8 @@ class Compiler:
                 value = read(scope)
             else:
                 value = raw(scope, line) if raw is not None else None
+                if value is STOP:
+                    return STOP
             if is_list:
                 if value:
                     items: list[Any] = []
@@ -612,8 +619,7 @@ class Compiler:
              ) -> CompiledRule | None:
         """Compile a rule's condition and actions; `setter_for` resolves `set:` field names."""
         when = self.expression(spec.when, site.child("when")) if spec.when else None
-        if spec.when and when is None:
-            return None
+        broken = bool(spec.when) and when is None
         sets: list[tuple[str, Callable[[dict[str, Any], Any, Line], None], Any, bool]] = []
         for name, value in (spec.set or {}).items():
             setter = setter_for(name, site.child("set", name))
@@ -625,6 +631,8 @@ class Compiler:
                     sets.append((name, setter, expr, True))
             else:
                 sets.append((name, setter, value, False))
+        if broken:
+            return None
         return CompiledRule(
             name=spec.name, when=when, sets=sets, add_modifier=list(spec.add_modifier or []),
             hold=self.template(spec.hold, site.child("hold")) if spec.hold else None,
@@ -640,6 +648,10 @@ class Compiler:
                 f"unknown charge field {name!r}{did_you_mean(name, all_target_names())}"))
             return None
         return target, index, item
+
+
+def _no_expression(_ns: dict[str, Any]) -> None:
+    return None
 
 
 def _forget_empty(get: Getter) -> Getter:

@@ -21,7 +21,9 @@ MissingPolicy = Literal["hold", "default", "keep", "fail"]
 def did_you_mean(name: str, choices: list[str] | set[str]) -> str:
     """' (did you mean 'x'?)' when a close choice exists, else a short list of choices."""
     ordered = sorted(choices)
-    close = difflib.get_close_matches(name, ordered, n=1, cutoff=0.6)
+    # Swapped letters (PDI for PID) first: difflib ranks them no better than other near misses.
+    swapped = [c for c in ordered if len(c) == len(name) and sorted(c) == sorted(name)]
+    close = swapped or difflib.get_close_matches(name, ordered, n=1, cutoff=0.6)
     if close:
         return f" (did you mean {close[0]!r}?)"
     if len(ordered) <= 12:
@@ -43,7 +45,7 @@ class _Spec(BaseModel):
                 if key not in allowed:
                     raise PydanticCustomError(
                         "unknown_key",
-                        "unknown key {key!r}{hint}",
+                        "unknown key '{key}'{hint}",
                         {"key": str(key), "hint": did_you_mean(str(key), allowed)},
                     )
         return data
