@@ -37,7 +37,8 @@ def record(store: Any, actor: str, action: str, target: str | None = None,
         store._exec(cur, "INSERT INTO audit (at, actor, action, target, outcome, detail, ip) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (time.time(), actor, action, target, outcome, detail, ip))
-    log.info("audit.recorded", user=actor, action=action, status=outcome)
+    # The actor stays out of the log: a failed login's "user name" is whatever was typed.
+    log.info("audit.recorded", action=action, status=outcome)
 
 
 def read(store: Any, *, actor: str | None = None, action: str | None = None,

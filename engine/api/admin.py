@@ -9,15 +9,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from engine import audit
 from engine.api.auth import Principal, client_ip, require
-from engine.api.messages import parse_time
-from engine.api.models import AuditOut, UserCreate, UserOut, UserUpdate
+from engine.api.messages import TIME_PATTERN, parse_time
+from engine.api.models import ERRORS, AuditOut, UserCreate, UserOut, UserUpdate
 from engine.api.service import retention_view
 from engine.auth import sessions, users
 from engine.auth.roles import Permission
 
 
 def router(state: Any) -> APIRouter:
-    r = APIRouter(prefix="/api", tags=["admin"])
+    r = APIRouter(prefix="/api", tags=["admin"], responses=ERRORS)
     store = state.store
 
     @r.get("/users", response_model=list[UserOut])
@@ -25,7 +25,7 @@ def router(state: Any) -> APIRouter:
         """Every local user (never a password hash)."""
         return users.list_users(store)
 
-    @r.post("/users", response_model=UserOut, status_code=201, responses={409: {}})
+    @r.post("/users", response_model=UserOut, status_code=201)
     def add_user(body: UserCreate, request: Request,
                  principal: Principal = Depends(require(Permission.USERS))) -> Any:
         """Create a user with a role: viewer, operator or admin."""
@@ -39,7 +39,7 @@ def router(state: Any) -> APIRouter:
                      f"role {user.role}", client_ip(request))
         return user
 
-    @r.patch("/users/{name}", response_model=UserOut, responses={404: {}, 409: {}})
+    @r.patch("/users/{name}", response_model=UserOut)
     def update_user(name: str, body: UserUpdate, request: Request,
                     principal: Principal = Depends(require(Permission.USERS))) -> Any:
         """Change a user's role, disable or enable it, or set a new password; the user's
@@ -62,7 +62,8 @@ def router(state: Any) -> APIRouter:
     @r.get("/audit", response_model=list[AuditOut])
     def read_audit(actor: str | None = None, action: str | None = None,
                    target: str | None = None,
-                   since: str | None = Query(None, description="Unix seconds or ISO 8601."),
+                   since: str | None = Query(None, pattern=TIME_PATTERN,
+                                             description="Unix seconds or ISO 8601."),
                    cursor: int | None = Query(None, ge=1),
                    limit: int = Query(100, ge=1, le=1000),
                    _: Principal = Depends(require(Permission.USERS))) -> list[Any]:

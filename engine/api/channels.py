@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from engine import audit
 from engine.api.auth import Principal, client_ip, require
 from engine.api.control import ChannelControl
-from engine.api.models import ActionResponse, ChannelOut, outcomes
+from engine.api.models import ERRORS, ActionResponse, ChannelOut, outcomes
 from engine.api.service import channel_overview
 from engine.auth.roles import Permission
 
 
 def router(state: Any) -> APIRouter:
-    r = APIRouter(prefix="/api/channels", tags=["channels"])
+    r = APIRouter(prefix="/api/channels", tags=["channels"], responses=ERRORS)
     control = ChannelControl.of(state)
 
     @r.get("", response_model=list[ChannelOut])
@@ -24,7 +24,7 @@ def router(state: Any) -> APIRouter:
         last hour (oldest minute first), last message time, oldest queued age."""
         return channel_overview(state, control)
 
-    @r.get("/{name}", response_model=ChannelOut, responses={404: {}})
+    @r.get("/{name}", response_model=ChannelOut)
     def one(name: str, _: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
         """One channel's state and counts."""
         for channel in channel_overview(state, control):
@@ -32,7 +32,7 @@ def router(state: Any) -> APIRouter:
                 return channel
         raise HTTPException(404, f"channel {name!r} not found")
 
-    @r.post("/{name}/{action}", response_model=ActionResponse, responses={404: {}})
+    @r.post("/{name}/{action}", response_model=ActionResponse)
     async def change(name: str, action: Literal["start", "stop", "pause"], request: Request,
                      principal: Principal = Depends(require(Permission.CHANNELS))
                      ) -> ActionResponse:

@@ -10,13 +10,17 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from engine import audit
 from engine.api.auth import Principal, client_ip, require
 from engine.api.models import (
+    ERRORS,
+    MAX_ID,
     ActionResponse,
     EditRequest,
     EditResponse,
+    IdPath,
     MessagePage,
     ReprocessRequest,
     outcomes,
@@ -25,6 +29,9 @@ from engine.api.service import edit_and_reprocess, message_detail, message_summa
 from engine.auth.roles import Permission
 
 MAX_BULK = 10000
+# Unix seconds, or an ISO 8601 date / date-time (optionally with an offset).
+TIME_PATTERN = (r"^(\d{1,12}(\.\d{1,9})?|\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?"
+                r"(Z|[+-]\d{2}:\d{2})?)?)$")
 _REPROCESSED = "queued for reprocessing"
 
 
@@ -39,8 +46,9 @@ def parse_time(value: str | None, name: str) -> float | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise HTTPException(422, f"{name}: expected Unix seconds or ISO 8601, got "
-                                 f"{value[:40]!r}") from exc
+        raise RequestValidationError([{
+            "type": "value_error", "loc": ("query", name), "input": value[:40],
+            "msg": f"{name}: expected Unix seconds or ISO 8601, got {value[:40]!r}"}]) from exc
     if parsed.tzinfo is None:
         from datetime import UTC
 
@@ -93,7 +101,7 @@ def reprocess(store: Any, principal: Principal, ids: list[int], ip: str) -> Acti
 
 
 def router(state: Any) -> APIRouter:
-    r = APIRouter(prefix="/api/messages", tags=["messages"])
+    r = APIRouter(prefix="/api/messages", tags=["messages"], responses=ERRORS)
     store = state.store
 
     @r.get("", response_model=MessagePage)
@@ -102,9 +110,12 @@ def router(state: Any) -> APIRouter:
         channel: str | None = None, status: str | None = None,
         control_id: str | None = None, message_type: str | None = None,
         mrn: str | None = Query(None, description="Needs PHI permission; audited."),
-        since: str | None = Query(None, description="Unix seconds or ISO 8601, inclusive."),
-        until: str | None = Query(None, description="Unix seconds or ISO 8601, exclusive."),
-        cursor: int | None = Query(None, ge=1, description="next_cursor of the previous page."),
+        since: str | None = Query(None, pattern=TIME_PATTERN,
+                                  description="Unix seconds or ISO 8601, inclusive."),
+        until: str | None = Query(None, pattern=TIME_PATTERN,
+                                  description="Unix seconds or ISO 8601, exclusive."),
+        cursor: int | None = Query(None, ge=1, le=MAX_ID,
+                                    description="next_cursor of the previous page."),
         limit: int = Query(50, ge=1, le=500),
         principal: Principal = Depends(require(Permission.READ)),
     ) -> dict[str, Any]:
@@ -114,15 +125,15 @@ def router(state: Any) -> APIRouter:
                       since=parse_time(since, "since"), until=parse_time(until, "until"),
                       cursor=cursor, limit=limit)
 
-    @r.get("/{message_id}", responses={404: {}})
-    def get_message(message_id: int, request: Request,
+    @r.get("/{message_id}")
+    def get_message(message_id: IdPath, request: Request,
                     principal: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
         """Raw content, HL7 segments with field names or FHIR JSON, charges with findings,
         deliveries with every attempt, and events. PHI is masked for viewers."""
         return detail(store, principal, message_id, client_ip(request))
 
     @r.post("/{message_id}/reprocess", response_model=ActionResponse)
-    def reprocess_one(message_id: int, request: Request,
+    def reprocess_one(message_id: IdPath, request: Request,
                       principal: Principal = Depends(require(Permission.ACT))) -> ActionResponse:
         """Map and scrub one message again."""
         return reprocess(store, principal, [message_id], client_ip(request))
@@ -145,14 +156,11 @@ def router(state: Any) -> APIRouter:
                 if len(page) < 500:
                     break
                 cursor = page[-1].id
-        if not ids:
-            raise HTTPException(422, "nothing to reprocess: give message_ids or a filter "
-                                     "that selects messages")
         return reprocess(store, principal, list(dict.fromkeys(ids))[:MAX_BULK],
                          client_ip(request))
 
-    @r.post("/{message_id}/edit", response_model=EditResponse, responses={404: {}})
-    def edit(message_id: int, body: EditRequest, request: Request,
+    @r.post("/{message_id}/edit", response_model=EditResponse)
+    def edit(message_id: IdPath, body: EditRequest, request: Request,
              principal: Principal = Depends(require(Permission.ACT))) -> EditResponse:
         """Store a corrected copy as a new message linked to the original (kept unchanged)
         and queue it for processing."""

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+
+# Row ids are 64-bit integers in both backends.
+MAX_ID = 2**63 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """An error answer: what was wrong, in words."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text} for code, text in (
+        (401, "Not authenticated"), (403, "Not allowed for this role, or CSRF check failed"),
+        (404, "Not found"), (409, "Conflict"), (429, "Too many failed logins"))}
 
 
 class LoginRequest(_Body):
@@ -48,7 +66,7 @@ class MessageFilter(_Body):
 
 
 class ReprocessRequest(_Body):
-    message_ids: list[int] = Field(default_factory=list, max_length=10000)
+    message_ids: list[RowId] = Field(default_factory=list, max_length=10000)
     filter: MessageFilter | None = Field(
         None, description="Reprocess every message this selects (at most 10000).")
 
@@ -69,7 +87,7 @@ class ReleaseRequest(_Body):
 
 
 class ResendRequest(_Body):
-    delivery_ids: list[int] = Field(min_length=1, max_length=10000)
+    delivery_ids: list[RowId] = Field(min_length=1, max_length=10000)
 
 
 class RetryRequest(_Body):

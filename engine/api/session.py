@@ -14,7 +14,7 @@ from engine.api.auth import (
     set_session_cookie,
     store_of,
 )
-from engine.api.models import LoginRequest, SessionInfo
+from engine.api.models import ERRORS, LoginRequest, SessionInfo
 from engine.auth import sessions
 from engine.auth.roles import ROLES, Permission
 
@@ -25,9 +25,9 @@ def _info(user: str, role: str, csrf: str | None) -> SessionInfo:
 
 
 def router() -> APIRouter:
-    r = APIRouter(prefix="/api/session", tags=["session"])
+    r = APIRouter(prefix="/api/session", tags=["session"], responses=ERRORS)
 
-    @r.post("", response_model=SessionInfo, responses={401: {}, 429: {}})
+    @r.post("", response_model=SessionInfo)
     def create(body: LoginRequest, request: Request, response: Response) -> SessionInfo:
         """Log in with a user name and password; sets the session cookie."""
         try:

@@ -128,6 +128,13 @@ def send(node: Any, messages: list[bytes], channel: str = "clinic") -> list[byte
     return asyncio.run(send_messages("127.0.0.1", port, messages))
 
 
+def cheap_password_hashing() -> None:
+    """Small argon2 costs so tests that log in many times stay fast (still argon2id)."""
+    from engine.auth.users import configure_hashing
+
+    configure_hashing(time_cost=1, memory_cost_kib=1024, parallelism=1)
+
+
 def add_users(store: Any) -> None:
     """admin, operator and viewer, all with PASSWORD."""
     from engine.auth.users import add_user

@@ -9,7 +9,15 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from engine import audit
 from engine.api.auth import Principal, client_ip, require
-from engine.api.models import ActionResponse, ReleaseRequest, ResendRequest, RetryRequest, outcomes
+from engine.api.models import (
+    ERRORS,
+    ActionResponse,
+    IdPath,
+    ReleaseRequest,
+    ResendRequest,
+    RetryRequest,
+    outcomes,
+)
 from engine.api.service import dead_letters, failed_delivery_ids, held_charges, resend_delivery
 from engine.auth.roles import Permission
 from engine.pipeline.actions import release_charges
@@ -39,7 +47,7 @@ def resend(state: Any, principal: Principal, ids: list[int], ip: str,
 
 
 def router(state: Any) -> APIRouter:
-    r = APIRouter(prefix="/api", tags=["worklists"])
+    r = APIRouter(prefix="/api", tags=["worklists"], responses=ERRORS)
 
     @r.get("/worklists/held")
     def held(sort: Sort = "age", order: Order = "desc", limit: int = Query(100, ge=1, le=1000),
@@ -77,7 +85,7 @@ def router(state: Any) -> APIRouter:
                       client_ip(request))
 
     @r.post("/deliveries/{delivery_id}/resend", response_model=ActionResponse)
-    def resend_one(delivery_id: int, request: Request,
+    def resend_one(delivery_id: IdPath, request: Request,
                    principal: Principal = Depends(require(Permission.ACT))) -> ActionResponse:
         """Queue one FAILED or SENT delivery again."""
         return resend(state, principal, [delivery_id], client_ip(request))

@@ -36,6 +36,14 @@ class User:
     created_at: float
 
 
+def configure_hashing(*, time_cost: int, memory_cost_kib: int, parallelism: int) -> None:
+    """Replace the argon2 cost parameters (tests use small ones; production keeps the
+    library's defaults). Existing hashes still verify and are upgraded at login."""
+    global _HASHER
+    _HASHER = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib,
+                             parallelism=parallelism)
+
+
 def _check(name: str, role: str) -> None:
     if not _NAME.match(name):
         raise UserError(f"user name {name!r} is invalid: use 1-64 letters, digits, '.', '_', "

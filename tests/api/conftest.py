@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.api.testing import add_users, running_node, write_config
+from engine.api.testing import add_users, cheap_password_hashing, running_node, write_config
+
+cheap_password_hashing()
 
 
 @pytest.fixture
