@@ -125,7 +125,21 @@ def send(node: Any, messages: list[bytes], channel: str = "clinic") -> list[byte
     from engine.hl7.mllp import send_messages
 
     port = node.sources[channel].port
-    return asyncio.run(send_messages("127.0.0.1", port, messages))
+    replies: list[bytes] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:  # its own thread: the caller may be inside an event loop (Playwright)
+        try:
+            replies.extend(asyncio.run(send_messages("127.0.0.1", port, messages)))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="mllp-send")
+    thread.start()
+    thread.join(60)
+    if failure:
+        raise failure[0]
+    return replies
 
 
 def cheap_password_hashing() -> None:
