@@ -277,8 +277,11 @@ class Compiler:
         if (type_name == "string" and spec.path is not None and self.input == "hl7"
                 and lookup is None):
             convert = None  # HL7 values are text already
+        # Converting to the field's own type is needed only where the types differ in kind
+        # (datetime -> date, integer -> decimal); code and text are both str.
         retarget = target_type if (target_type is not None and type_name != target_type
-                                   and not spec.has_value) else None
+                                   and not spec.has_value
+                                   and (type_name, target_type) != ("code", "string")) else None
         fallback: _Source | None = None
         if spec.else_ is not None:
             fallback = self.field(spec.else_, target, field_name, site.child("else"))
@@ -449,6 +452,9 @@ class Compiler:
                 return lambda scope, _line: read(scope)
             if raw is not None:
                 return raw
+        if read is not None and fallback is None and not is_list:
+            # The everyday shapes get closures with fewer calls (same results as `get`).
+            return _scalar_getter(read, steps, lookup, convert, retarget, default, bad_value)
         return get
 
     # -- records (coverage, diagnoses) ----------------------------------------------------
@@ -648,6 +654,52 @@ class Compiler:
                 f"unknown charge field {name!r}{did_you_mean(name, all_target_names())}"))
             return None
         return target, index, item
+
+
+def _scalar_getter(read: Callable[[Any], Any], steps: list[Callable[[str], Any]],
+                   lookup: Callable[[Any, Line], Any] | None, convert: Any, retarget: Any,
+                   default: Any, bad_value: Callable[[Line, Any, Exception], None]) -> Getter:
+    """A scalar field read from one path: normalize, look up, convert, else the default."""
+    if lookup is None and not steps and convert is not None:
+
+        def get_converted(scope: Any, line: Line) -> Any:
+            value = read(scope)
+            if value is None or value == "":
+                return default
+            try:
+                value = convert(value)
+                return to_target(value, retarget) if retarget is not None else value
+            except ValueError as exc:
+                bad_value(line, value, exc)
+                return STOP
+
+        return get_converted
+
+    def get_looked_up(scope: Any, line: Line) -> Any:
+        value = read(scope)
+        if value is None or value == "":
+            return default
+        for step in steps:
+            value = step(value)
+        if lookup is not None:
+            value = lookup(value, line)
+            if value is STOP:
+                return STOP
+            if isinstance(value, list):
+                value = value[0] if value else None
+        if value is None or value == "":
+            return default
+        if convert is not None:
+            try:
+                value = convert(value)
+                if retarget is not None:
+                    value = to_target(value, retarget)
+            except ValueError as exc:
+                bad_value(line, value, exc)
+                return STOP
+        return value
+
+    return get_looked_up
 
 
 def _no_expression(_ns: dict[str, Any]) -> None:
