@@ -18,11 +18,13 @@ from engine.store.records import FAILED, PROCESSED, ChargeRecord, DeliveryUpdate
 
 
 def write_config(folder: Path, channels: list[dict[str, Any]] | None = None,
-                 destinations: list[dict[str, Any]] | None = None) -> Path:
+                 destinations: list[dict[str, Any]] | None = None,
+                 log_level: str = "info") -> Path:
     """A config.yaml in `folder`: SQLite store, HTTP and one MLLP channel on port 0."""
     doc = {
         "store": {"url": "sqlite:///var/chargebridge.db", "fsync": False},
         "http": {"host": "127.0.0.1", "port": 0},
+        "logging": {"level": log_level, "format": "json"},
         "channels": channels if channels is not None else [{
             "name": "clinic", "source": {"type": "mllp", "host": "127.0.0.1", "port": 0},
             "accept": ["DFT^P03", "ADT^A04", "ADT^A08"], "destinations": [],
