@@ -12,7 +12,8 @@ the same as MSA-1, so a client that never reads the body still knows what happen
 
 and, before anything is journaled (these are HTTP-level refusals, nothing is kept):
 
-    401  no or wrong bearer token (`Authorization: Bearer <api token>`)
+    401  no or wrong bearer token (`Authorization: Bearer <api token>`, engine.auth.tokens)
+    403  the token's role is below the channel's `min_role`
     404  no running `http_hl7` channel of that name
     413  the body is larger than `max_body_bytes`
     415  the Content-Type is not one of the HL7 types above (e.g. JSON)
@@ -21,13 +22,14 @@ and, before anything is journaled (these are HTTP-level refusals, nothing is kep
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import asyncio
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.auth.tokens import role_allows, verify_token
 from engine.connectors import Source
 from engine.errors import HL7ReadError
 from engine.hl7.reader import parse
@@ -47,6 +49,8 @@ class HttpHl7Settings(BaseModel):
 
     require_token: bool = Field(
         True, description="Require `Authorization: Bearer <api token>` on every request.")
+    min_role: Literal["viewer", "operator", "admin"] = Field(
+        "operator", description="Least token role allowed to post (messages carry PHI).")
     max_body_bytes: int | None = Field(
         None, ge=1024, description="Largest message body; defaults to http.max_body_bytes.")
 
@@ -77,17 +81,22 @@ def http_status(reply: bytes | None, accepted: bool) -> int:
     return _STATUS.get(code, 200 if accepted else 400)
 
 
-def verify_api_token(state: Any, token: str) -> bool:
-    """Whether `token` is a valid API token. Delegates to engine.auth.tokens once it exists;
-    until then no token is valid (a channel needing none sets require_token: false)."""
-    try:
-        tokens = importlib.import_module("engine.auth.tokens")
-    except ImportError:
-        return False
-    verify = getattr(tokens, "verify_token", None)
-    if verify is None:
-        return False
-    return bool(verify(state.store, token))
+async def _authorize(state: Any, request: Request, settings: HttpHl7Settings,
+                     channel: str) -> Response | None:
+    """None when the bearer token is valid and its role may post; else the 401/403."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    info = None
+    if scheme.lower() == "bearer" and token.strip():
+        info = await asyncio.to_thread(verify_token, state.store, token.strip())
+    if info is None:
+        log.warning("http.unauthorized", channel=channel)
+        return _plain(401, "a valid API token is required (Authorization: Bearer <token>)",
+                      {"WWW-Authenticate": 'Bearer realm="hl7"'})
+    if not role_allows(info.role, settings.min_role):
+        log.warning("http.forbidden", channel=channel, role=info.role)
+        return _plain(403, f"token role {info.role!r} may not post HL7 (needs "
+                           f"{settings.min_role} or above)")
+    return None
 
 
 def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
@@ -109,12 +118,9 @@ def hl7_router(state: Any) -> APIRouter:
             return _plain(503, f"channel {channel!r} is not accepting messages",
                           {"Retry-After": "5"})
         if source.settings.require_token:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip() or not verify_api_token(
-                    state, token.strip()):
-                log.warning("http.unauthorized", channel=channel)
-                return _plain(401, "a valid API token is required (Authorization: Bearer)",
-                              {"WWW-Authenticate": 'Bearer realm="hl7"'})
+            refusal = await _authorize(state, request, source.settings, channel)
+            if refusal is not None:
+                return refusal
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media not in HL7_MEDIA_TYPES:
             return _plain(415, f"Content-Type must be one of {', '.join(sorted(HL7_MEDIA_TYPES))}"

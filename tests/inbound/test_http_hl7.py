@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from engine.auth.tokens import create_token
 from engine.runtime import IngestNode
 from tests.inbound.conftest import StartNode, channel, count, dft, err, msa
 
@@ -111,6 +112,20 @@ class TestHttpRefusals:
         assert bare.status_code == wrong.status_code == 401
         assert bare.headers["www-authenticate"].startswith("Bearer")
         assert count(node.store) == 0
+
+    async def test_operator_token_is_accepted_viewer_token_is_403(
+            self, start_node: StartNode, client: httpx.AsyncClient) -> None:
+        """A live operator token may post (200 AA); a viewer token is 403 and not journaled."""
+        node = await start_node([_http_channel(require_token=True)])
+        operator = create_token(node.store, "ehr-feed", "operator")
+        viewer = create_token(node.store, "dashboard-bot", "viewer")
+        ok = await client.post(_url(node), content=dft(10),
+                               headers={**HL7, "Authorization": f"Bearer {operator}"})
+        refused = await client.post(_url(node), content=dft(11),
+                                    headers={**HL7, "Authorization": f"Bearer {viewer}"})
+        assert ok.status_code == 200 and msa(ok.content)[1] == "AA"
+        assert refused.status_code == 403
+        assert [m.control_id for m in node.store.search_messages()] == ["C10"]
 
     async def test_body_over_limit_is_413(self, start_node: StartNode,
                                           client: httpx.AsyncClient) -> None:
