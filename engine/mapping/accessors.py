@@ -143,7 +143,8 @@ def fast_first(path: Path) -> Accessor:
         return path.first
     seg_name, number, rep, comp, sub = path.seg, path.field, path.rep, path.comp, path.sub
 
-    def first(source: Any) -> str | None:
+    # `_line` lets the compiler use this closure directly as a field getter.
+    def first(source: Any, _line: Any = None) -> str | None:
         segs = source._named(seg_name)
         if not segs:
             return None
@@ -178,6 +179,7 @@ def fast_first(path: Path) -> Accessor:
             return unescape(value, enc, seg.codec) or None
         return value
 
+    first.takes_line = True  # type: ignore[attr-defined]
     return first
 
 
@@ -208,13 +210,14 @@ def hl7_accessor(text: str, many: bool) -> tuple[Accessor, list[str]]:
     if len(firsts) == 1:
         return firsts[0], parts
 
-    def get_first(scope: Any) -> str | None:
+    def get_first(scope: Any, _line: Any = None) -> str | None:
         for get in firsts:
             value = get(scope)
             if value is not None:
                 return value
         return None
 
+    get_first.takes_line = True  # type: ignore[attr-defined]
     return get_first, parts
 
 

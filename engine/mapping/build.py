@@ -51,15 +51,19 @@ def model_skeleton(model: type[BaseModel]) -> Callable[[], dict[str, Any]]:
     return make
 
 
-def _assembler(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
-    """Make an instance from a complete, typed field dict (what model_construct does)."""
-    simple = (
+def _simple(model: type[BaseModel]) -> bool:
+    """True when an instance is just its field dict plus pydantic's bookkeeping slots."""
+    return (
         tuple(BaseModel.__slots__) == _LAYOUT
         and not model.__pydantic_post_init__
         and not model.__private_attributes__
         and model.model_config.get("extra") != "allow"
     )
-    if not simple:
+
+
+def _assembler(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
+    """Make an instance from a complete, typed field dict (what model_construct does)."""
+    if not _simple(model):
         return lambda values: model.model_construct(**values)
     # Shared on purpose: it already names every field, so pydantic's only mutation of it
     # (adding a field name on attribute assignment) never changes it.
@@ -90,6 +94,9 @@ def model_builder(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
             if isinstance(item, type) and issubclass(item, BaseModel):
                 items.append((name, model_builder(item)))
     assemble = _assembler(model)
+    if not subs and not items and _simple(model):
+        # A leaf model (Address, Diagnosis ...): assembling is all there is to do.
+        return assemble
 
     def build(data: dict[str, Any]) -> Any:
         for name, sub in subs:

@@ -10,6 +10,7 @@ with their file:line:col.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -449,6 +450,8 @@ class Compiler:
                 and default is None and not is_list:
             # A plain text path: nothing to do but read it.
             if read is not None:
+                if getattr(read, "takes_line", False):
+                    return typing.cast(Getter, read)
                 return lambda scope, _line: read(scope)
             if raw is not None:
                 return raw

@@ -155,6 +155,9 @@ class CompiledMapping:
              ) -> MappingResult:
         fhir = self.input == "fhir"
         lines_in = len(lines)
+        if not lines:
+            # Nothing to iterate (an ADT on a DFT channel): no charges, nothing to compute.
+            return MappingResult([], [], None, 0)
         shared = Line({}, base_ns, explain)
         for plan in self.static_vars:
             value = plan.get(whole, shared)

@@ -421,3 +421,10 @@ def test_mapped_charges_equal_validated_charges() -> None:
         rebuilt = Charge.model_validate(mapped.charge.model_dump())
         assert rebuilt == mapped.charge
         assert rebuilt.to_json_dict() == mapped.charge.to_json_dict()
+
+
+def test_message_without_lines_makes_no_charges(tmp_path: Path) -> None:
+    """A message with nothing to iterate (an ADT on a DFT channel) yields no charges."""
+    m = mapping(tmp_path, "fields:\n  patient.mrn: PID-3.1\n")
+    result = m.apply(dft(), channel="c")
+    assert (result.charges, result.dropped, result.filtered, result.lines_in) == ([], [], None, 0)

@@ -81,3 +81,11 @@ class TestMappingRegistry:
         with pytest.raises(ConfigError) as caught:
             MappingRegistry([bad])
         assert "unknown charge field 'nope'" in caught.value.problems[0]
+
+    def test_unregistered_path_is_loaded_on_first_use(self, files: Path) -> None:
+        """An empty registry loads a mapping file the first time it is asked for."""
+        registry = MappingRegistry()
+        assert registry.get(str(files)).name == "hot"
+        assert [m.name for m in registry.mappings()] == ["hot"]
+        with pytest.raises(ConfigError, match="no such mapping"):
+            registry.get("nowhere")
