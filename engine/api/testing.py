@@ -124,9 +124,13 @@ def sample_message(control_id: str, path: Path = _SAMPLE) -> bytes:
 
 def send(node: Any, messages: list[bytes], channel: str = "clinic") -> list[bytes]:
     """Send over MLLP to a running node's channel; returns the ACKs."""
+    return send_to(node.sources[channel].port, messages)
+
+
+def send_to(port: int, messages: list[bytes]) -> list[bytes]:
+    """Send over MLLP to 127.0.0.1:`port` on a thread of its own; returns the ACKs."""
     from engine.hl7.mllp import send_messages
 
-    port = node.sources[channel].port
     replies: list[bytes] = []
     failure: list[BaseException] = []
 

@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 
 from engine.api.hl7_fields import segments
-from engine.api.testing import PASSWORD, write_config
+from engine.api.testing import PASSWORD, send_to, write_config
 from engine.auth.users import add_user
-from engine.hl7.mllp import send_messages
 from engine.store import open_store
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples" / "hl7").glob("*.hl7"))
@@ -80,14 +79,12 @@ class TestPhiNeverLogged:
         try:
             mllp_port = logs.wait_for("channel.started")["port"]
             http_port = logs.wait_for("http.started")["port"]
-            import asyncio
-
             raws = [p.read_bytes() for p in SAMPLES]
-            replies = asyncio.run(send_messages("127.0.0.1", mllp_port, raws))
+            replies = send_to(mllp_port, raws)
             assert len(replies) == len(raws)
             # Unreadable input is journaled as ERROR and answered AE: its log line too.
             broken = b"PID|1||MRN100234^^^NORTHCLINIC^MR||Rivera^Elena^Marie||19780412"
-            asyncio.run(send_messages("127.0.0.1", mllp_port, [broken]))
+            send_to(mllp_port, [broken])
             base = f"http://127.0.0.1:{http_port}"
             with httpx.Client(base_url=base, timeout=30) as client:
                 assert client.post("/api/session", json={"name": "Rivera",
