@@ -22,7 +22,6 @@ import os
 import string
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -425,21 +424,7 @@ def _queued_charges_before(store: Any, destination: str,
                            before_id: int) -> list[tuple[int, tuple[str, str] | None]]:
     """(delivery id, encounter) of the original charges still QUEUED for `destination`
     with a delivery id below `before_id`."""
-    finder = getattr(store, "queued_charges_before", None)
-    if finder is not None:
-        return list(finder(destination, before_id))
-    # Until the store offers the query itself, run it through its portable-SQL helper.
-    rows: Iterable[Any] = store._query(
-        "SELECT d.id, c.data FROM deliveries d JOIN charges c ON c.charge_id = d.charge_id "
-        "WHERE d.destination = ? AND d.status = ? AND d.kind = ? AND d.id < ? "
-        "AND c.transaction_type = ?", (destination, "QUEUED", "original", before_id, "charge"))
-    out: list[tuple[int, tuple[str, str] | None]] = []
-    for delivery_id, data in rows:
-        charge = json.loads(data)
-        encounter = (charge.get("encounter") or {}).get("id")
-        mrn = (charge.get("patient") or {}).get("mrn") or ""
-        out.append((int(delivery_id), (mrn, encounter) if encounter else None))
-    return out
+    return list(store.queued_charges_before(destination, before_id))
 
 
 def _render_path(template: str, delivery: QueuedDelivery) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from engine.pipeline.processor import ChannelPlan, Processor
 from engine.store import open_store
 from engine.store.base import SqlStore
 from engine.store.group_commit import GroupCommitter
+from engine.supervisor import ProcessorChild
 
 log = structlog.get_logger("chargebridge.runtime")
 
@@ -64,8 +64,12 @@ def build_processor(config: EngineConfig, store: SqlStore, destinations: dict[st
     registry = MappingRegistry(mapping_paths)
     scrubber = Scrubber(ScrubSettings.model_validate(config.scrub))
     hooks = default_hooks(config, store)
-    return Processor(store, plans, registry, scrubber, owner=owner,
-                     message_hooks=hooks), registry
+    processor = Processor(store, plans, registry, scrubber, owner=owner, message_hooks=hooks)
+    for hook in hooks:  # hooks that map (FHIR) share the processor's mappings and scrubber
+        bind = getattr(hook, "bind", None)
+        if bind is not None:
+            bind(processor)
+    return processor, registry
 
 
 class ProcessingWorkers:
@@ -80,8 +84,12 @@ class ProcessingWorkers:
                                                         self.owner)
         self.runner = DeliveryRunner(store, list(self.destinations.values()), owner=self.owner)
         self.stopping = threading.Event()
+        self.node = node
+        self.retention = {c.name: c.retention_days for c in config.channels
+                          if c.retention_days}
         self.threads = [threading.Thread(target=self._process_loop, name="processor"),
-                        threading.Thread(target=self._deliver_loop, name="delivery")]
+                        threading.Thread(target=self._deliver_loop, name="delivery"),
+                        threading.Thread(target=self._upkeep_loop, name="upkeep")]
 
     def start(self) -> None:
         for thread in self.threads:
@@ -109,6 +117,25 @@ class ProcessingWorkers:
                     log.warning("mapping.reload_refused", detail=problem)
             if not handled:
                 self.stopping.wait(0.02)
+        self.store.close()
+
+    def _upkeep_loop(self) -> None:
+        """Heartbeat every 2 s; retention pruning (small batches) every minute."""
+        from engine.cluster import heartbeat
+        from engine.store.retention import prune_by_days
+
+        last_prune = 0.0
+        while not self.stopping.wait(2.0):
+            try:
+                heartbeat(self.store, self.node, "process")
+                if self.retention and time.monotonic() - last_prune > 60.0:
+                    last_prune = time.monotonic()
+                    pruned = prune_by_days(self.store, self.retention)
+                    for channel, count in pruned.items():
+                        if count:
+                            log.info("retention.pruned", channel=channel, count=count)
+            except Exception as exc:
+                log.warning("upkeep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
         self.store.close()
 
     def _deliver_loop(self) -> None:
@@ -165,8 +192,13 @@ class IngestNode:
         self.state = EngineState(config, self.store, self.committer, node=node)
 
     async def start(self) -> None:
+        from engine.cluster import channel_states
+
+        # A channel an operator stopped or paused stays so across restarts and nodes.
+        held_back = {name: state for name, state in channel_states(self.store).items()
+                     if state in ("stopped", "paused")}
         for channel in self.config.channels:
-            if not channel.enabled:
+            if not channel.enabled or channel.name in held_back:
                 continue
             settings = self.config.source_settings[channel.name]
             cls = load_connector("source", channel.source.type)
@@ -183,7 +215,15 @@ class IngestNode:
             log.info("channel.started", channel=channel.name, kind=channel.source.type,
                      port=getattr(source, "port", None))
         self.state.sources = self.sources
+        if held_back:
+            from engine.api.control import ChannelControl
+
+            ChannelControl.of(self.state).flags.update(held_back)
         await self._start_http()
+        from engine.upkeep import NodeUpkeep
+
+        self.upkeep = NodeUpkeep(self.state, "ingest")
+        self.upkeep.start()
         self.state.ready = True
 
     async def _start_http(self) -> None:
@@ -211,6 +251,7 @@ class IngestNode:
 
     async def stop(self) -> None:
         self.state.ready = False
+        await self.upkeep.stop()
         for name, source in self.sources.items():
             await source.stop()
             log.info("channel.stopped", channel=name)
@@ -248,12 +289,11 @@ async def run_ingest_role(config: EngineConfig, *, node: str = "node-1",
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node_runtime = IngestNode(config, node)
-    child: subprocess.Popen[bytes] | None = None
+    child: ProcessorChild | None = None
     if child_role and config_path is not None:
-        env = {**os.environ, "CHARGEBRIDGE_CHILD": "1"}
-        child = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--config",
-                                  str(config_path), "--role", "process", "--node", node],
-                                 env=env)
+        child = ProcessorChild(config_path, node)
+        child.start()
+        node_runtime.state.processor = child
     await node_runtime.start()
     log.info("engine.started", role="all" if child_role else "ingest", node=node,
              pid=os.getpid(), port=node_runtime.http_port)
@@ -261,6 +301,5 @@ async def run_ingest_role(config: EngineConfig, *, node: str = "node-1",
     log.info("engine.stopping", node=node)
     await node_runtime.stop()
     if child is not None:
-        child.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(child.wait, 60)
+        await child.stop()
     log.info("engine.stopped", node=node)

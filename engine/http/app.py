@@ -26,10 +26,15 @@ class EngineState:
     ingests: dict[str, Any] = field(default_factory=dict)
     ready: bool = False
     node: str = "node-1"
+    # The supervised processing child (role all), or None when processing runs elsewhere.
+    processor: Any = None
 
 
 def build_app(state: EngineState, routers: list[Any] | None = None) -> FastAPI:
-    app = FastAPI(title="ChargeBridge", version=engine.__version__)
+    # No /docs or /redoc: their pages load scripts from a CDN. /openapi.json stays open: it
+    # describes the API and carries no data.
+    app = FastAPI(title="ChargeBridge", version=engine.__version__, docs_url=None,
+                  redoc_url=None)
     app.state.engine = state
 
     @app.get("/healthz", tags=["health"])
@@ -45,9 +50,19 @@ def build_app(state: EngineState, routers: list[Any] | None = None) -> FastAPI:
             store_ok = True
         except Exception:
             store_ok = False
-        ok = store_ok and state.ready
+        processor_ok = state.processor is None or state.processor.alive
+        nodes: list[dict[str, Any]] = []
+        if store_ok:
+            from engine.cluster import cluster_view
+
+            try:
+                nodes = cluster_view(state.store)
+            except Exception:
+                nodes = []
+        ok = store_ok and state.ready and processor_ok
         return JSONResponse({"status": "ready" if ok else "not ready", "store": store_ok,
-                             "sources": sorted(state.sources), "node": state.node},
+                             "processor": processor_ok, "sources": sorted(state.sources),
+                             "node": state.node, "nodes": nodes},
                             status_code=200 if ok else 503)
 
     for router in routers or []:

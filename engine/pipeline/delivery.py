@@ -20,7 +20,7 @@ from engine.connectors import DeliveryOutcome, Destination, QueuedDelivery
 from engine.pipeline.corrections import previous_result
 from engine.pipeline.flush import FlushInbox
 from engine.store.base import SqlStore
-from engine.store.records import FAILED, QUEUED, SENT, DeliveryUpdate
+from engine.store.records import FAILED, QUEUED, SENT, DeliveryRow, DeliveryUpdate
 
 log = structlog.get_logger("chargebridge.delivery")
 
@@ -70,14 +70,25 @@ class DeliveryRunner:
         if not destination.due(pending, age, flush):
             return 0
         self.flush_requested.discard(destination.name)
-        rows = self.store.claim_deliveries(destination.name, self.owner,
-                                           destination.batch_size, self.lease_seconds)
-        if not rows:
-            return 0
-        batch_id = rows[0].batch_id if all(r.batch_id == rows[0].batch_id and r.batch_id
-                                           for r in rows) else None
-        if batch_id is None:
-            batch_id = self.store.assign_batch([r.id for r in rows])
+        with self.store.batch_lock(destination.name) as held:
+            if not held:  # another node is assembling this destination's batch
+                return 0
+            rows = self.store.claim_deliveries(destination.name, self.owner,
+                                               destination.batch_size, self.lease_seconds)
+            # Rows that already carry a batch id were claimed before a crash: they go out
+            # again under that same id (so the destination recognises finished work);
+            # only rows without one form a new batch.
+            groups: dict[int | None, list[DeliveryRow]] = {}
+            for row in rows:
+                groups.setdefault(row.batch_id, []).append(row)
+            for batch_id, members in groups.items():
+                if batch_id is None:
+                    batch_id = self.store.assign_batch([r.id for r in members])
+                self._deliver(destination, members, batch_id)
+        return len(rows)
+
+    def _deliver(self, destination: Destination, rows: list[DeliveryRow],
+                 batch_id: int) -> None:
         queued = [QueuedDelivery(r.id, r.charge_id, r.charge, r.attempts, r.kind,
                                  r.previous or previous_result(self.store, r))
                   for r in rows]
@@ -88,20 +99,22 @@ class DeliveryRunner:
                       batch_id=batch_id, error=type(exc).__name__)
             outcomes = [DeliveryOutcome(q.delivery_id, "RETRY", f"destination error: {exc}")
                         for q in queued]
-        self.store.finish_deliveries([self._update(o, rows_by_id={r.id: r.attempts
-                                                                   for r in rows})
-                                      for o in outcomes])
+        attempts = {r.id: r.attempts for r in rows}
+        self.store.finish_deliveries([self._update(o, attempts) for o in outcomes])
         for outcome in outcomes:
-            log.info("delivery.finished", destination=destination.name,
-                     delivery_id=outcome.delivery_id, status=outcome.status,
-                     batch_id=batch_id, detail=outcome.detail or None)
-        return len(rows)
+            log.debug("delivery.finished", destination=destination.name,
+                      delivery_id=outcome.delivery_id, status=outcome.status,
+                      batch_id=batch_id, detail=outcome.detail or None)
+            if outcome.status == "FAILED":
+                log.warning("delivery.failed", destination=destination.name,
+                            delivery_id=outcome.delivery_id, batch_id=batch_id,
+                            detail=outcome.detail or None)
 
-    def _update(self, outcome: DeliveryOutcome, rows_by_id: dict[int, int]) -> DeliveryUpdate:
+    def _update(self, outcome: DeliveryOutcome, attempts: dict[int, int]) -> DeliveryUpdate:
         if outcome.status == "RETRY":
             delay = outcome.retry_after_seconds
             if delay is None:
-                delay = backoff_seconds(rows_by_id.get(outcome.delivery_id, 0))
+                delay = backoff_seconds(attempts.get(outcome.delivery_id, 0))
             return DeliveryUpdate(outcome.delivery_id, QUEUED, outcome.detail,
                                   time.time() + delay, outcome.response, outcome.result)
         status = SENT if outcome.status == "SENT" else FAILED

@@ -15,11 +15,13 @@ from typing import Any
 
 import structlog
 
+from engine import metrics
 from engine.config.models import ChannelConfig
 from engine.connectors import IngestResult
 from engine.errors import HL7ReadError
 from engine.hl7.ack import AckError, build_ack
 from engine.hl7.reader import Message, parse
+from engine.hl7.strict import strict_problem
 from engine.store.group_commit import GroupCommitter
 from engine.store.records import ERROR, RECEIVED, InboundRecord
 
@@ -55,6 +57,11 @@ class ChannelIngest:
             record.message_type = msg.message_type
             record.sender = f"{msg.sending_application or ''}^{msg.sending_facility or ''}"
             problem = self._header_problem(msg)
+            if problem is None and self.channel.strict_validation:
+                # hl7apy takes milliseconds per message: keep it off the event loop.
+                strict = await asyncio.to_thread(strict_problem, raw)
+                if strict is not None:
+                    problem = ("AE", strict)
         except HL7ReadError as exc:
             problem = ("AE", AckError("MSH", 1, None, 100, f"cannot read message: {exc}"))
         if problem is not None:
@@ -72,12 +79,14 @@ class ChannelIngest:
                 code = "AE"
                 error = AckError("MSH", 1, None, 207, reason or "processing failed")
         reply = self._reply(msg, raw, code, text, error)
+        elapsed = time.perf_counter() - started
+        metrics.observe_ack(channel, elapsed)
         # Per-message lines at debug keep the hot path lean; refusals are always logged.
         emit = log.warning if problem is not None else log.debug
         emit("message.journaled", channel=channel, message_id=outcome.message_id,
                  control_id=record.control_id, message_type=record.message_type,
                  status=record.status, duplicate=outcome.duplicate, transport=transport,
-                 code=code, seconds=round(time.perf_counter() - started, 6))
+                 code=code, seconds=round(elapsed, 6))
         return IngestResult(outcome.message_id, "DUPLICATE" if outcome.duplicate else
                             record.status, reply, code in ("AA", "CA"),
                             record.reason or "")

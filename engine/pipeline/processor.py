@@ -17,6 +17,7 @@ import structlog
 
 from engine.charge import Charge, Finding
 from engine.config.models import ChannelConfig
+from engine.context import enrich
 from engine.errors import ChargeBridgeError
 from engine.hl7.reader import Message, parse
 from engine.pipeline.corrections import apply_corrections
@@ -103,8 +104,11 @@ class Processor:
             return MessageOutcome(stored.id, FILTERED, result.filtered, mrn=mrn,
                                   counts={"lines_in": result.lines_in, "charges": 0,
                                           "dropped": len(result.dropped)})
-        return self.route(stored, plan, [(m.charge, list(m.findings)) for m in result.charges],
-                          result.lines_in, result.dropped, mrn)
+        mapped = [(m.charge, list(m.findings)) for m in result.charges]
+        if isinstance(msg, Message):
+            # Fill demographics/coverage from the ADT context; flag mismatches.
+            mapped = enrich(self.store, plan.config, mapped)
+        return self.route(stored, plan, mapped, result.lines_in, result.dropped, mrn)
 
     def route(self, stored: StoredMessage, plan: ChannelPlan,
               mapped: list[tuple[Charge, list[Finding]]], lines_in: int,

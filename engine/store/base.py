@@ -179,7 +179,7 @@ class SqlStore(ABC):
                         continue
                     row = self._exec(
                         cur, "SELECT id, status FROM messages WHERE channel = ? AND sender = ? "
-                        "AND control_id = ? AND received_at >= ? AND status <> ? "
+                        "AND control_id = ? AND +received_at >= ? AND status <> ? "
                         "ORDER BY id LIMIT 1",
                         (rec.channel, rec.sender, rec.control_id,
                          now - rec.duplicate_window_seconds, ERROR)).fetchone()
@@ -340,6 +340,23 @@ class SqlStore(ABC):
     _DELIVERY_SELECT = ("SELECT d.id, d.charge_id, d.destination, d.status, d.attempts, d.kind, "
                         "d.batch_id, c.data FROM deliveries d JOIN charges c "
                         "ON c.charge_id = d.charge_id")
+
+    def queued_charges_before(self, destination: str, before_id: int
+                              ) -> list[tuple[int, tuple[str, str] | None]]:
+        """(delivery id, (patient MRN, encounter id)) of original charges still QUEUED for
+        `destination` below `before_id`: what a credit of the same encounter must wait for
+        (a credit never overtakes its charge)."""
+        rows = self._query(
+            "SELECT d.id, c.data FROM deliveries d JOIN charges c ON c.charge_id = d.charge_id "
+            "WHERE d.destination = ? AND d.status = ? AND d.kind = ? AND d.id < ? "
+            "AND c.transaction_type = ?", (destination, QUEUED, "original", before_id, "charge"))
+        out: list[tuple[int, tuple[str, str] | None]] = []
+        for delivery_id, data in rows:
+            charge = json.loads(data)
+            encounter = (charge.get("encounter") or {}).get("id")
+            mrn = (charge.get("patient") or {}).get("mrn") or ""
+            out.append((int(delivery_id), (mrn, encounter) if encounter else None))
+        return out
 
     # -- operator actions ----------------------------------------------------------
     def release_charge(self, charge_id: str, destinations: Sequence[str], who: str) -> bool:
