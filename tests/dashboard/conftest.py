@@ -34,7 +34,9 @@ def _chromium() -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop marked running on
+# the main thread while it is open, which would break asyncio.run() in later test modules.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     executable = _chromium()
     from playwright.sync_api import sync_playwright
