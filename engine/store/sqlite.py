@@ -27,7 +27,7 @@ class SqliteStore(SqlStore):
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=OFF")
@@ -68,6 +68,21 @@ class SqliteStore(SqlStore):
                         "ON CONFLICT (name) DO UPDATE SET value = value + 1", (name,))
             return int(cur.execute("SELECT value FROM counters WHERE name = ?",
                                    (name,)).fetchone()[0])
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """Switch to WAL. Changing the journal mode needs an exclusive lock and SQLite answers
+    "database is locked" at once (no busy wait) while another process creates the same
+    file, so retry for a while."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class _AutoBegin:
