@@ -19,8 +19,12 @@ system-deps:
 	  SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The demo config delivers to the reference PM API server too: start it beside the engine.
 run: $(STAMP)
-	$(BIN)/chargebridge run --config config.yaml
+	@mkdir -p var
+	@$(BIN)/chargebridge pm-sim --port 8099 --latency-ms 20 > var/pm-sim.log 2>&1 & \
+	  sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/chargebridge run --config config.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine channels tests bench

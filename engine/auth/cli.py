@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from engine.auth.tokens import ROLES, create_token, list_tokens, revoke_token
@@ -22,9 +23,10 @@ def cmd_token_add(args: argparse.Namespace) -> int:
         token = create_token(store, args.name, args.role)
     finally:
         store.close()
-    print(token)
+    print(token, flush=True)
+    # The note goes to stderr so `TOKEN=$(chargebridge token add ...)` captures the token only.
     print(f"# token {args.name!r} ({args.role}) created; it is shown only this once",
-          flush=True)
+          file=sys.stderr, flush=True)
     return 0
 
 
