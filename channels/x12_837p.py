@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import structlog
 from pydantic import Field, field_validator
 
+from channels.filters import RoutingFilter
 from engine.charge import Charge
 from engine.connectors import DeliveryOutcome, Destination, QueuedDelivery
 from engine.x12.claims import Claim, Correction, charge_problems, group_claims
@@ -50,7 +51,8 @@ class X12DestinationSettings(X12Settings):
                            "also the most charges one file holds.")
     validate_files: bool = Field(True, description="Validate every file with pyx12 before "
                                  "releasing it.")
-    filter: dict[str, Any] | None = Field(None, description="Routing filter (fan-out).")
+    filter: RoutingFilter = Field(default_factory=RoutingFilter,
+                                  description="Which charges this destination takes.")
 
 
     @field_validator("file_pattern")
@@ -95,7 +97,7 @@ class X12Destination(Destination):
         super().__init__(name, settings, context)
         self.batch_size = settings.batch_max
         self.directory = Path(context.out_dir) / settings.directory
-        self._accepts = _compile_filter(settings.filter)
+        self._accepts = settings.filter.compile()
 
     def due(self, pending: int, oldest_age_seconds: float, flush: bool) -> bool:
         if pending == 0:
@@ -256,11 +258,3 @@ def _manifest(batch_id: int, path: Path, control: ControlNumbers, claims: list[C
                     "corrects_claim": c.payer_claim_number, "charge_ids": c.charge_ids,
                     "total": str(c.total)} for c in claims],
     }
-
-
-def _compile_filter(spec: dict[str, Any] | None) -> Any:
-    if not spec:
-        return lambda charge: True
-    from channels.filters import compile_filter  # type: ignore[attr-defined,unused-ignore]
-
-    return compile_filter(spec)
