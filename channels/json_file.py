@@ -11,9 +11,7 @@ answered SENT without writing it again.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import string
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from channels.filters import RoutingFilter
 from engine.charge import Charge
 from engine.connectors import DeliveryOutcome, Destination, DestinationContext, QueuedDelivery
+from engine.files import atomic_write
 
 __all__ = ["JsonFileDestination", "JsonFileSettings"]
 
@@ -128,20 +127,9 @@ class JsonFileDestination(Destination):
                 for line, d in enumerate(ordered, start=1)]
 
     def _write(self, path: Path, deliveries: list[QueuedDelivery]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash mid-write
-            stale.unlink(missing_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(temp, "wb") as out:
-            for delivery in deliveries:
-                out.write(json.dumps(_line(delivery), separators=(",", ":")).encode())
-                out.write(b"\n")
-            out.flush()
-            if self.settings.fsync:
-                os.fsync(out.fileno())
-        os.replace(temp, path)
-        if self.settings.fsync:
-            _fsync_dir(path.parent)
+        body = b"".join(json.dumps(_line(d), separators=(",", ":")).encode() + b"\n"
+                        for d in deliveries)
+        atomic_write(path, body, fsync=self.settings.fsync)
 
 
 def _line(delivery: QueuedDelivery) -> dict[str, Any]:
@@ -149,12 +137,3 @@ def _line(delivery: QueuedDelivery) -> dict[str, Any]:
     if delivery.kind != "original":
         data["correction"] = delivery.kind
     return data
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-            os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from pydantic import Field, field_validator
 from channels.filters import RoutingFilter
 from engine.charge import Charge
 from engine.connectors import DeliveryOutcome, Destination, QueuedDelivery
+from engine.files import atomic_write
 from engine.x12.claims import Claim, Correction, charge_problems, group_claims
 from engine.x12.errors import ClaimDataError, X12Error, X12ValidatorUnavailable
 from engine.x12.settings import X12Settings
@@ -69,20 +69,6 @@ class X12DestinationSettings(X12Settings):
             raise ValueError(f"file_pattern: only {{batch_id}}, {{date}} and {{usage}} can "
                              f"be filled in ({exc})") from None
         return value
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class X12Destination(Destination):
@@ -195,10 +181,10 @@ class X12Destination(Destination):
         path = self.file_for(batch_id)
         self.directory.mkdir(parents=True, exist_ok=True)
         claim_of = {cid: claim for claim in claims for cid in claim.charge_ids}
-        _atomic_write(path.with_suffix(path.suffix + ".manifest.json"),
+        atomic_write(path.with_suffix(path.suffix + ".manifest.json"),
                       json.dumps(_manifest(batch_id, path, control, claims, good),
                                  indent=2).encode())
-        _atomic_write(path, text.encode("ascii", "replace"))
+        atomic_write(path, text.encode("ascii", "replace"))
         log.info("x12.file_written", destination=self.name, batch_id=batch_id,
                  file=path.name, claims=len(claims), count=len(good))
         outcomes = []
