@@ -98,14 +98,17 @@ class FileProgress:
                               READING, now, now))
         return _Progress(now, 0, False)
 
-    def last_journaled(self, peer: str, since: float) -> int:
-        """The message number of the last message of this file in the journal (0: none)."""
+    def journaled_indexes(self, peer: str, since: float) -> set[int]:
+        """The message numbers of this file already in the journal.
+
+        Concurrent ingests may commit out of file order (e.g. strict validation runs in
+        threads), so a crash can leave gaps: the caller resumes after the unbroken prefix
+        and skips the numbers journaled beyond it.
+        """
         rows = self.store._query("SELECT meta FROM messages WHERE channel = ? AND peer = ? "
-                                 "AND received_at >= ? ORDER BY id DESC LIMIT 1",
+                                 "AND received_at >= ?",
                                  (self.channel, peer, since - _RESUME_MARGIN_SECONDS))
-        if not rows:
-            return 0
-        return int(json.loads(rows[0][0] or "{}").get("index", 0))
+        return {int(json.loads(r[0] or "{}").get("index", 0)) for r in rows}
 
     def save(self, name: str, fingerprint: str, next_index: int, exact: bool = False) -> None:
         """Record that messages 1..next_index are journaled. `exact` after a failed commit:
@@ -210,12 +213,15 @@ class FileSource(Source):
         progress = await asyncio.to_thread(self.progress.begin, name, fingerprint)
         peer = f"file:{name}#{fingerprint[:16]}"
         resume = progress.next_index
+        already: set[int] = set()
         if not progress.exact:
-            resume = max(resume, await asyncio.to_thread(self.progress.last_journaled, peer,
-                                                         progress.started_at))
+            already = await asyncio.to_thread(self.progress.journaled_indexes, peer,
+                                              progress.started_at)
+            while resume + 1 in already:
+                resume += 1
         log.info("file.resumed" if resume else "file.started", channel=self.name, file=name,
                  count=resume)
-        run = _FileRun(resume)
+        run = _FileRun(resume, {i for i in already if i > resume})
         try:
             with open(path, "rb") as fh:  # the reads themselves run in a thread
                 reader = BatchReader(fh, max_message_bytes=self.settings.max_message_bytes)
@@ -253,7 +259,7 @@ class FileSource(Source):
         last_saved = time.monotonic()
         while not reader.eof and not self._stopping.is_set() and run.failure is None:
             for item in await asyncio.to_thread(reader.read):
-                if item.index <= run.resume:
+                if item.index <= run.resume or item.index in run.already:
                     continue
                 meta = {"file": name, "index": item.index, "offset": item.offset,
                         "batch": item.batch, "fingerprint": fingerprint[:16]}
@@ -281,8 +287,9 @@ class FileSource(Source):
 class _FileRun:
     """The messages of one file in flight, settled in file order."""
 
-    def __init__(self, resume: int) -> None:
+    def __init__(self, resume: int, already: set[int] | None = None) -> None:
         self.resume = resume
+        self.already = already or set()  # journaled beyond `resume` before a crash
         self.done_index = resume  # messages 1..done_index are journaled
         self.failure: str | None = None
         self.inflight: collections.deque[tuple[int, asyncio.Task[IngestResult]]] = (

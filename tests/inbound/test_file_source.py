@@ -271,3 +271,30 @@ class TestRestartMidFile:
         await wait_until(lambda: (inbox / "archive" / "feed.hl7").exists(), timeout=120,
                          what="archive after restart")
         assert _positions(node2.store) == [("feed.hl7", i) for i in range(1, total + 1)]
+
+
+class TestResumeAfterOutOfOrderCommits:
+    async def test_gap_left_by_a_crash_is_filled_and_nothing_is_doubled(
+            self, start_node: StartNode, tmp_path: Path) -> None:
+        """Messages 1, 2 and 4 of a file were journaled (3 was still in flight) when the
+        engine died: the restart journals 3 and does not journal 4 again."""
+        from channels.file import FileProgress, _fingerprint
+        from engine.store import open_store
+        from engine.store.records import InboundRecord
+
+        inbox = tmp_path / "in"
+        inbox.mkdir()
+        messages = [dft(i) for i in range(41, 46)]
+        path = inbox / "gap.hl7"
+        path.write_bytes(b"".join(messages))
+        fingerprint = _fingerprint(path)
+        peer = f"file:gap.hl7#{fingerprint[:16]}"
+        store = open_store(f"sqlite:///{tmp_path / 'store.db'}", fsync=False)
+        FileProgress(store, "files").begin("gap.hl7", fingerprint)
+        store.journal([InboundRecord("files", messages[i - 1], "file", peer=peer,
+                                     meta={"file": "gap.hl7", "index": i})
+                       for i in (1, 2, 4)])
+        store.close()
+        node = await start_node([_file_channel(inbox, max_in_flight=1)])
+        await wait_until(lambda: (inbox / "archive" / "gap.hl7").exists(), what="archive")
+        assert _positions(node.store) == [("gap.hl7", i) for i in range(1, 6)]
