@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.api import phi
 from engine.api.hl7_fields import segments
+from engine.pipeline.corrections import CANCEL_PREFIX
 from engine.store.records import FAILED, HELD, QUEUED, SENT, InboundRecord
 
 MESSAGE_STATES = ("RECEIVED", "PROCESSED", "FILTERED", "ERROR")
@@ -182,7 +183,8 @@ def dead_letters(store: Any, *, sort: str = "age", order: str = "desc", limit: i
                  offset: int = 0, destination: str | None = None) -> dict[str, Any]:
     """FAILED deliveries (retries exhausted), sortable by the charge amount or age."""
     now = time.time()
-    where, params = "d.status = ?", [FAILED]
+    where, params = "d.status = ? AND (d.detail IS NULL OR d.detail NOT LIKE ?)", [
+        FAILED, CANCEL_PREFIX + "%"]
     if destination is not None:
         where += " AND d.destination = ?"
         params.append(destination)
@@ -208,13 +210,16 @@ def resend_delivery(store: Any, delivery_id: int, who: str) -> str:
     """
     now = time.time()
     with store.transaction() as cur:
-        row = store._exec(cur, "SELECT charge_id, status, destination FROM deliveries "
+        row = store._exec(cur, "SELECT charge_id, status, destination, detail FROM deliveries "
                                "WHERE id = ?", (delivery_id,)).fetchone()
         if row is None:
             return "not found"
-        charge_id, status, destination = row
+        charge_id, status, destination, detail = row
         if status not in (FAILED, SENT):
             return f"not resendable (status {status})"
+        if status == FAILED and (detail or "").startswith(CANCEL_PREFIX):
+            # A credit cancelled this charge before it was billed: resending would bill it.
+            return "not resendable (cancelled by a credit before it was sent)"
         store._exec(cur, "UPDATE deliveries SET status = ?, attempts = 0, next_attempt_at = ?, "
                          "lease_owner = NULL, lease_until = NULL, batch_id = NULL, "
                          "updated_at = ? WHERE id = ? AND status = ?",
@@ -231,7 +236,10 @@ def resend_delivery(store: Any, delivery_id: int, who: str) -> str:
 
 def failed_delivery_ids(store: Any, destination: str | None = None,
                         limit: int = 10000) -> list[int]:
-    where, params = "status = ?", [FAILED]
+    # Deliveries a credit cancelled are not dead letters: retrying them would bill a charge
+    # the credit reversed.
+    where, params = "status = ? AND (detail IS NULL OR detail NOT LIKE ?)", [FAILED,
+                                                                            CANCEL_PREFIX + "%"]
     if destination is not None:
         where += " AND destination = ?"
         params.append(destination)

@@ -33,7 +33,8 @@ from engine.charge import Charge, Finding
 from engine.store.base import SqlStore
 from engine.store.records import FAILED, HELD, QUEUED, READY, SENT, ChargeRecord, DeliveryRow
 
-__all__ = ["CORRECTS", "apply_corrections", "cancel_marker", "previous_result"]
+__all__ = ["CANCEL_PREFIX", "CORRECTS", "apply_corrections", "cancel_marker",
+           "previous_result"]
 
 log = structlog.get_logger("chargebridge.corrections")
 
@@ -41,9 +42,14 @@ log = structlog.get_logger("chargebridge.corrections")
 CORRECTS = "corrects"
 
 
+# Every cancelled original delivery's detail starts so; operators' resend and dead-letter
+# retries skip them (resending would bill a charge its credit reversed).
+CANCEL_PREFIX = "cancelled by credit "
+
+
 def cancel_marker(credit_id: str) -> str:
     """The detail a cancelled original delivery carries (and how a re-run recognises it)."""
-    return f"cancelled by credit {credit_id} before it was sent"
+    return f"{CANCEL_PREFIX}{credit_id} before it was sent"
 
 
 def previous_result(store: SqlStore, row: DeliveryRow) -> dict[str, Any]:
