@@ -69,7 +69,7 @@ def render() -> str:
             paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
             if paragraph:
                 out += [" ".join(line.strip() for line in paragraph.splitlines()), ""]
-            out += model_table(cls.settings_model) + [""]
+            out += [*model_table(cls.settings_model), ""]
     return "\n".join(out)
 
 

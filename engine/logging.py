@@ -16,12 +16,13 @@ from typing import Any
 import structlog
 
 ALLOWED_KEYS = frozenset({
-    "event", "level", "timestamp", "logger", "channel", "message_id", "control_id",
+    "event", "level", "timestamp", "dropped_keys", "logger", "channel", "message_id", "control_id",
     "message_type", "status", "reason", "rule", "charge_id", "delivery_id", "destination",
     "batch_id", "attempts", "count", "error", "peer", "transport", "port", "host", "path",
     "file", "line", "role", "node", "seconds", "retry_in_seconds", "http_status", "kind",
     "mapping", "version", "user", "action", "size", "limit", "pid", "signal", "detail",
-    "duplicate", "segment", "field", "code", "claims", "url", "method", "exc_info",
+    "duplicate", "segment", "field", "code", "claims", "url", "method", "status_code",
+    "cooldown_seconds", "mapping_hash", "resource", "version_id", "partition",
 })
 
 
@@ -34,7 +35,7 @@ class DropUnknownKeys:
         for key in dropped:
             del event_dict[key]
         if dropped:
-            event_dict["detail"] = f"{len(dropped)} field(s) outside the log vocabulary dropped"
+            event_dict["dropped_keys"] = len(dropped)
         return event_dict
 
 

@@ -108,7 +108,7 @@ class ProcessingWorkers:
             try:
                 handled = self.processor.run_once()
             except Exception as exc:  # store trouble: log, back off, keep going
-                log.error("processor.loop_error", error=f"{type(exc).__name__}: {exc}")
+                log.error("processor.loop_error", error=type(exc).__name__)
                 handled = 0
                 self.stopping.wait(1.0)
             if time.monotonic() - last_reload > 1.0:
@@ -135,7 +135,7 @@ class ProcessingWorkers:
                         if count:
                             log.info("retention.pruned", channel=channel, count=count)
             except Exception as exc:
-                log.warning("upkeep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("upkeep.failed", error=type(exc).__name__)
         self.store.close()
 
     def _deliver_loop(self) -> None:
@@ -143,7 +143,7 @@ class ProcessingWorkers:
             try:
                 handled = self.runner.run_once()
             except Exception as exc:
-                log.error("delivery.loop_error", error=f"{type(exc).__name__}: {exc}")
+                log.error("delivery.loop_error", error=type(exc).__name__)
                 handled = 0
                 self.stopping.wait(1.0)
             if not handled:

@@ -56,5 +56,5 @@ class NodeUpkeep:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # upkeep trouble must never stop the node
-                log.warning("upkeep.failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                log.warning("upkeep.failed", error=type(exc).__name__)
             await asyncio.sleep(self.interval_seconds)

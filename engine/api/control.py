@@ -59,7 +59,7 @@ class ChannelControl:
         try:
             setter(self.state.store, name, value, who)
         except Exception as exc:  # sharing is best effort; the local state still applies
-            log.warning("channel.state_not_shared", channel=name, error=str(exc)[:200])
+            log.warning("channel.state_not_shared", channel=name, error=type(exc).__name__)
 
     async def pause(self, name: str, who: str = "") -> str:
         return await self._halt(name, PAUSED, who)

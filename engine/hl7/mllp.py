@@ -270,8 +270,8 @@ class _Connection(asyncio.Protocol):
             try:
                 reply = await handler(payload, self.peer)
             except Exception as exc:
-                log.error("mllp.handler_failed", peer=self.peer, error=type(exc).__name__,
-                          exc_info=True)
+                # No traceback: its frames hold the raw message (PHI).
+                log.error("mllp.handler_failed", peer=self.peer, error=type(exc).__name__)
                 self.close()
                 return
             finally:

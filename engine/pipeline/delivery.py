@@ -102,13 +102,11 @@ class DeliveryRunner:
         attempts = {r.id: r.attempts for r in rows}
         self.store.finish_deliveries([self._update(o, attempts) for o in outcomes])
         for outcome in outcomes:
-            log.debug("delivery.finished", destination=destination.name,
-                      delivery_id=outcome.delivery_id, status=outcome.status,
-                      batch_id=batch_id, detail=outcome.detail or None)
-            if outcome.status == "FAILED":
-                log.warning("delivery.failed", destination=destination.name,
-                            delivery_id=outcome.delivery_id, batch_id=batch_id,
-                            detail=outcome.detail or None)
+            # The outcome's detail and response stay in the store: a PM system's answer or
+            # a validator message may quote patient data, so the log carries ids only.
+            emit = log.warning if outcome.status == "FAILED" else log.debug
+            emit("delivery.finished", destination=destination.name,
+                 delivery_id=outcome.delivery_id, status=outcome.status, batch_id=batch_id)
 
     def _update(self, outcome: DeliveryOutcome, attempts: dict[int, int]) -> DeliveryUpdate:
         if outcome.status == "RETRY":

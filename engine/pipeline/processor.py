@@ -69,7 +69,7 @@ class Processor:
             emit = log.warning if outcome.status == ERROR else log.debug
             emit("message.processed", channel=stored.channel, message_id=stored.id,
                      control_id=outcome.control_id, status=outcome.status,
-                     count=len(outcome.charges), reason=outcome.reason)
+                     count=len(outcome.charges))  # the reason may quote data: store only
         return len(claimed)
 
     def process(self, stored: StoredMessage) -> MessageOutcome:
