@@ -2,6 +2,14 @@
 start inside one transaction each, recorded in schema_migrations.
 
 Type tokens keep one SQL file for both backends: {id} {text} {blob} {float}.
+
+Numbered migrations are shared: both backends apply every one, and the contract tests
+check that each store records all of them. Schema only one backend has (PostgreSQL's
+partitioned `message_content`, engine/store/partitions.py SCHEMA) is NOT a numbered
+migration: PostgresStore.migrate runs it after the shared ones, in the same transaction
+under the same advisory lock, as idempotent statements (CREATE ... IF NOT EXISTS). To
+change such a table later, add an idempotent statement there (ALTER TABLE ... ADD COLUMN
+IF NOT EXISTS), never edit one that has shipped.
 """
 
 from __future__ import annotations

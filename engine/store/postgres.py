@@ -6,6 +6,10 @@ numbers from database sequences, advisory locks for migrations, duplicate checks
 837P batch assembly. A lease is void when its lease time has passed or when its owner
 stopped heartbeating (the node died), so another node picks the work up within seconds.
 
+Raw content lives in daily partitions of `message_content` (engine/store/partitions.py),
+so retention drops whole days; messages.raw is '' while the content is there. Reads
+(get_message, search_messages, claim_messages) fetch it in the same transaction.
+
 The URL is a libpq URL; ChargeBridge reads (and strips) one extra query parameter,
 `schema`, which selects (and creates) the schema the tables live in. libpq's own
 `options=-csearch_path%3D<schema>` works as well.
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,7 +35,7 @@ from psycopg import sql
 
 from engine.cluster import heartbeat
 from engine.errors import StoreError
-from engine.store import migrations
+from engine.store import migrations, partitions
 from engine.store.base import _MESSAGE_COLUMNS, SqlStore, _message
 from engine.store.records import (
     ERROR,
@@ -119,6 +124,10 @@ class PostgresStore(SqlStore):
         self._sql_cache: dict[str, str] = {}
         self._sequences: set[str] = set()
         self._namespace: str | None = None
+        # Day partitions this process has seen exist, and partitions retention found
+        # blocked for a given set of expired channels (see engine/store/partitions.py).
+        self._known_partitions: set[int] = set()
+        self._blocked_partitions: dict[str, tuple[str, ...]] = {}
         self._keeper = _LeaseKeeper(self)
 
     # -- backend hooks ---------------------------------------------------------------
@@ -173,7 +182,8 @@ class PostgresStore(SqlStore):
     # -- schema ------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply pending migrations in ONE transaction under an advisory lock, so nodes
-        starting at the same moment apply each migration exactly once."""
+        starting at the same moment apply each migration exactly once; then the
+        PostgreSQL-only tables (idempotent, not numbered: see engine/store/migrations.py)."""
         applied: list[int] = []
         with self.transaction() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._key("migrate", ""),))
@@ -192,14 +202,47 @@ class PostgresStore(SqlStore):
                 cur.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)",
                             (migration.version, migration.name, time.time()))
                 applied.append(migration.version)
+            for statement in partitions.SCHEMA:
+                cur.execute(statement)
         return applied
+
+    def ensure_content_partition(self, start: int, lock_timeout: str | None = None) -> bool:
+        """Create the message_content partition of the day beginning at `start` (UTC
+        epoch seconds) unless it exists; True when this call created it. Nodes doing it
+        at the same moment are serialized by an advisory lock. `lock_timeout` (e.g.
+        '2s') gives up instead of queueing ingest behind a busy table."""
+        with self.transaction() as cur:
+            if lock_timeout is not None:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._key("partition", ""),))
+            created = partitions.create_partition(cur, start)
+        self._known_partitions.add(start)
+        return created
+
+    def _ensure_day(self, at: float) -> None:
+        start = partitions.day_start(at)
+        if start not in self._known_partitions:
+            self.ensure_content_partition(start)
 
     # -- ingest ------------------------------------------------------------------------
     def journal(self, records: Sequence[InboundRecord]) -> list[JournalOutcome]:
         """SqlStore.journal's contract in a fixed number of round trips per group (not
         three per record): one duplicate lookup for the group, ids drawn from the
-        sequence in arrival order, pipelined inserts; one transaction, one flush."""
+        sequence in arrival order, pipelined inserts; one transaction, one flush.
+        The raw bytes go to today's message_content partition (created when missing)."""
         now = time.time()
+        self._ensure_day(now)
+        try:
+            return self._journal(records, now)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            # Today's partition went away since this process saw it: make it, once more.
+            self._known_partitions.discard(partitions.day_start(now))
+            self._ensure_day(now)
+            return self._journal(records, now)
+
+    def _journal(self, records: Sequence[InboundRecord], now: float) -> list[JournalOutcome]:
         # Per record: an outcome, or the index of the record in this group it repeats.
         decided: list[JournalOutcome | int] = []
         with self.transaction() as cur:
@@ -235,8 +278,12 @@ class PostgresStore(SqlStore):
                     "message_type, status, reason, received_at, updated_at, raw, meta) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [(by_index[i], r.channel, r.transport, r.peer, r.sender, r.control_id,
-                      r.message_type, r.status, r.reason, now, now, r.raw, json.dumps(r.meta))
+                      r.message_type, r.status, r.reason, now, now, b"", json.dumps(r.meta))
                      for i in inserting for r in (records[i],)])
+                cur.executemany("INSERT INTO message_content (message_id, received_at, "
+                                "channel, raw) VALUES (%s, %s, %s, %s)",
+                                [(by_index[i], now, records[i].channel, records[i].raw)
+                                 for i in inserting])
                 cur.executemany("INSERT INTO events (at, entity, entity_id, status, reason) "
                                 "VALUES (%s, 'message', %s, %s, %s)",
                                 [(now, str(by_index[i]), records[i].status, records[i].reason)
@@ -276,6 +323,41 @@ class PostgresStore(SqlStore):
                            "FROM generate_series(1, %s)", (count,)).fetchall()
         return sorted(int(r[0]) for r in rows)
 
+    # -- reads -------------------------------------------------------------------------
+    def _with_content(self, cur: Any, messages: list[StoredMessage]) -> list[StoredMessage]:
+        """The messages with their raw bytes read from message_content (or, for content
+        retention kept from a dropped day, message_content_kept)."""
+        wanted = [m for m in messages if not m.raw]
+        if not wanted:
+            return messages
+        ids = [m.id for m in wanted]
+        rows = cur.execute(
+            # received_at = ANY(...) lets PostgreSQL visit only the partitions of those days.
+            "SELECT message_id, raw FROM message_content WHERE received_at = ANY(%s) "
+            "AND message_id = ANY(%s) UNION ALL SELECT message_id, raw "
+            "FROM message_content_kept WHERE message_id = ANY(%s)",
+            ([m.received_at for m in wanted], ids, ids)).fetchall()
+        found = {int(r[0]): bytes(r[1]) for r in rows if r[1] is not None}
+        return [replace(m, raw=found[m.id]) if m.id in found else m for m in messages]
+
+    def get_message(self, message_id: int) -> StoredMessage | None:
+        with self.transaction() as cur:
+            row = cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s",
+                              (message_id,)).fetchone()
+            return None if row is None else self._with_content(cur, [_message(row)])[0]
+
+    def search_messages(self, *, channel: str | None = None, status: str | None = None,
+                        control_id: str | None = None, message_type: str | None = None,
+                        mrn: str | None = None, since: float | None = None,
+                        until: float | None = None, before_id: int | None = None,
+                        limit: int = 50) -> list[StoredMessage]:
+        found = super().search_messages(channel=channel, status=status,
+                                        control_id=control_id, message_type=message_type,
+                                        mrn=mrn, since=since, until=until,
+                                        before_id=before_id, limit=limit)
+        with self.transaction() as cur:
+            return self._with_content(cur, found)
+
     # -- claiming ----------------------------------------------------------------------
     def claim_messages(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
         self._keeper.track(owner)
@@ -291,7 +373,8 @@ class PostgresStore(SqlStore):
                 f"RETURNING {_MESSAGE_COLUMNS}",
                 (RECEIVED, now, now - self.owner_stale_seconds, limit, owner,
                  now + lease_seconds)).fetchall()
-        return [_message(r) for r in sorted(rows, key=lambda r: r[0])]
+            return self._with_content(cur, [_message(r) for r in sorted(rows,
+                                                                        key=lambda r: r[0])])
 
     def claim_deliveries(self, destination: str, owner: str, limit: int,
                          lease_seconds: float) -> list[DeliveryRow]:
