@@ -18,6 +18,7 @@ from typing import Any
 from engine.charge import Finding
 from engine.config.yaml_positions import PositionedDocument
 from engine.errors import MappingError
+from engine.hl7 import path as hl7_path
 from engine.mapping import accessors
 from engine.mapping.convert import (
     NORMALIZERS,
@@ -37,7 +38,7 @@ from engine.mapping.targets import (
     parse_target,
 )
 
-__all__ = ["STOP", "Compiler", "Line", "Site"]
+__all__ = ["STOP", "Compiler", "FieldParts", "Line", "Site"]
 
 # Returned by a step that already dealt with the value (a hold finding was recorded):
 # the field stays empty and neither `else:` nor `default:` apply.
@@ -91,11 +92,46 @@ def _quote(field_name: str, value: Any) -> str:
 
 
 @dataclass
+class FieldParts:
+    """What a scalar or list field's getter was built from, for the code generator.
+
+    `kind` is "field" (path/constant/expression + steps), "values" (a plain list filling
+    records' primary key) or "each" (one record per segment). The generator reproduces
+    exactly the getter these parts made, so both paths share every decision taken here.
+    """
+
+    kind: str
+    name: str
+    get: Getter
+    paths: list[Any] = field(default_factory=list)
+    read: Callable[[Any], Any] | None = None
+    raw: Getter | None = None
+    steps: list[Callable[[str], Any]] = field(default_factory=list)
+    lookup: Any = None
+    convert: Any = None
+    retarget: Any = None
+    type_name: str | None = None
+    is_list: bool = False
+    fallback: FieldParts | None = None
+    default: Any = None
+    # records: the item skeleton, (keys, parts) per item field, the order_by accessor
+    skeleton: Callable[[], dict[str, Any]] | None = None
+    key: str = ""
+    inner: FieldParts | None = None
+    segment: str = ""
+    items: list[tuple[tuple[str, ...], FieldParts]] = field(default_factory=list)
+    order: Callable[[Any], Any] | None = None
+    # Records a converter's ValueError as a hold finding: bad(line, value, exc).
+    bad: Callable[[Line, Any, Exception], None] | None = None
+
+
+@dataclass
 class _Source:
     """A compiled `FieldSpec` chain for one target: the getter and whether it is per message."""
 
     get: Getter
     static: bool
+    parts: FieldParts | None = None
 
 
 @dataclass
@@ -223,6 +259,8 @@ class Compiler:
             return value
 
         lookup.label = label  # type: ignore[attr-defined]
+        # What the code generator inlines: a hit is a dict read, a miss calls `lookup`.
+        lookup.parts = (rows, column, policy, default, is_list)  # type: ignore[attr-defined]
         return lookup
 
     # -- fields -------------------------------------------------------------------------
@@ -268,6 +306,7 @@ class Compiler:
                                       site.child("value"))
             how = "value"
             raw = lambda _scope, _line: constant  # noqa: E731
+            raw.constant = constant  # type: ignore[attr-defined]
         steps = self._normalizers(spec, site)
         lookup = (self._lookup(spec.lookup, site.child("lookup"), field_name, is_list)
                   if spec.lookup is not None else None)
@@ -298,7 +337,16 @@ class Compiler:
                                  fallback.get if fallback else None, default, field_name, how)
         if self.explain:
             get = _forget_empty(get)
-        return _Source(get, static)
+        paths = ([hl7_path.compile_path(part) for part in accessors.split_alternatives(spec.path)]
+                 if read is not None and self.input == "hl7" and spec.path is not None else [])
+        made = FieldParts("field", field_name, get, paths=paths, read=read, raw=raw,
+                           steps=steps, lookup=lookup, convert=convert, retarget=retarget,
+                           type_name=type_name, is_list=is_list,
+                           fallback=fallback.parts if fallback is not None else None,
+                           default=default, bad=bad_value_reporter(field_name, type_name))
+        if fallback is not None and fallback.parts is None:
+            made.kind = "opaque"
+        return _Source(get, static, made)
 
     def _traced(self, get: Callable[[Any], Any], parts: list[str], many: bool) -> Getter:
         if len(parts) == 1 or self.input == "fhir":
@@ -371,11 +419,7 @@ class Compiler:
                       default: Any, field_name: str, how: str) -> Getter:
         """The runtime chain for one field; written as one closure to keep calls few."""
         label = getattr(lookup, "label", None)
-
-        def bad_value(line: Line, value: Any, exc: Exception) -> None:
-            line.hold("mapping.invalid_value", field_name,
-                      f"{field_name}: {_quote(field_name, value)} is not a valid "
-                      f"{type_word(type_name or 'string')} ({exc})")
+        bad_value = bad_value_reporter(field_name, type_name)
 
         def one(value: Any, line: Line) -> Any:
             for step in steps:
@@ -496,7 +540,13 @@ class Compiler:
                     return out
                 return fallback.get(scope, line) if fallback is not None else None
 
-            return _Source(from_values, plain.static and (fallback is None or fallback.static))
+            parts = FieldParts("values", target.name, from_values, skeleton=skeleton, key=key,
+                               inner=plain.parts,
+                               fallback=fallback.parts if fallback is not None else None)
+            if plain.parts is None or (fallback is not None and fallback.parts is None):
+                parts.kind = "opaque"
+            return _Source(from_values, plain.static and (fallback is None or fallback.static),
+                           parts)
         return self._each(spec, target, site, skeleton, fallback)
 
     def _each(self, spec: FieldSpec, target: RecordTarget, site: Site,
@@ -521,6 +571,7 @@ class Compiler:
                 return None
             static = kind in accessors.MESSAGE_SEGMENTS
         setters: list[tuple[tuple[str, ...], Getter]] = []
+        item_parts: list[tuple[tuple[str, ...], FieldParts | None]] = []
         for name, item_spec in (spec.fields or {}).items():
             item_site = site.child("fields", name)
             item_target = target.fields.get(name)
@@ -534,6 +585,7 @@ class Compiler:
                 continue
             static = static and compiled.static
             setters.append((item_target.keys, compiled.get))
+            item_parts.append((item_target.keys, compiled.parts))
         order: Callable[[Any], Any] | None = None
         if spec.order_by is not None:
             compiled_order = self._accessor(spec.order_by, False, site.child("order_by"))
@@ -584,7 +636,13 @@ class Compiler:
                 return out
             return fallback.get(scope, line) if fallback is not None else None
 
-        return _Source(get_records, static and (fallback is None or fallback.static))
+        parts = FieldParts("each", target.name, get_records, skeleton=skeleton, segment=kind,
+                           items=[(k, p) for k, p in item_parts if p is not None], order=order,
+                           fallback=fallback.parts if fallback is not None else None)
+        if fhir or any(p is None for _, p in item_parts) or (
+                fallback is not None and fallback.parts is None):
+            parts.kind = "opaque"
+        return _Source(get_records, static and (fallback is None or fallback.static), parts)
 
     # -- filters and rules ----------------------------------------------------------------
 
@@ -657,6 +715,18 @@ class Compiler:
                 f"unknown charge field {name!r}{did_you_mean(name, all_target_names())}"))
             return None
         return target, index, item
+
+
+def bad_value_reporter(field_name: str, type_name: str | None
+                       ) -> Callable[[Line, Any, Exception], None]:
+    """What a field does with a value its type converter refused: a hold finding."""
+
+    def bad_value(line: Line, value: Any, exc: Exception) -> None:
+        line.hold("mapping.invalid_value", field_name,
+                  f"{field_name}: {_quote(field_name, value)} is not a valid "
+                  f"{type_word(type_name or 'string')} ({exc})")
+
+    return bad_value
 
 
 def _scalar_getter(read: Callable[[Any], Any], steps: list[Callable[[str], Any]],

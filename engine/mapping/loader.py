@@ -19,6 +19,7 @@ from engine.config.yaml_positions import PositionedDocument, load_positioned
 from engine.errors import ConfigError
 from engine.mapping import accessors
 from engine.mapping.build import data_copier, model_builder, model_skeleton
+from engine.mapping.codegen import generate
 from engine.mapping.compiler import Compiler, Line, Site
 from engine.mapping.convert import to_target, type_word
 from engine.mapping.mapping import CompiledMapping, FieldPlan
@@ -256,7 +257,7 @@ class _Builder:
         problems = self.problems + compiler.problems
         if problems:
             raise ConfigError(problems)
-        return CompiledMapping(
+        mapping = CompiledMapping(
             name=self.name, version=self.version, file_hash=file_hash, path=self.path,
             input=self.input, iterate=self.iterate, files=files,
             static_vars=static_vars, line_vars=line_vars,
@@ -266,6 +267,9 @@ class _Builder:
             copy_data=data_copier(Charge),
             shared_parts=_shared_parts(static_fields + line_fields, written),
             setters={k: v for k, v in setters.items() if v is not None})
+        if not explain:
+            mapping.fast = generate(mapping)
+        return mapping
 
     def _check_iterate(self) -> None:
         if self.iterate is None:
@@ -294,7 +298,7 @@ class _Builder:
             compiled = compiler.field(spec, None, name, site)
             if compiled is None:
                 continue
-            plan = FieldPlan(name, compiled.get, compiled.static, None)
+            plan = FieldPlan(name, compiled.get, compiled.static, None, compiled.parts)
             (static if compiled.static else per_line).append(plan)
         return static, per_line
 
@@ -312,7 +316,8 @@ class _Builder:
             else:
                 compiled = compiler.field(spec, target, name, site)
                 plan = None if compiled is None else FieldPlan(
-                    name, compiled.get, compiled.static, _setter(target.keys))
+                    name, compiled.get, compiled.static, _setter(target.keys), compiled.parts,
+                    target.keys)
             if plan is not None:
                 (static if plan.static else per_line).append(plan)
         return static, per_line
@@ -330,13 +335,14 @@ class _Builder:
             compiled = compiler.records(spec, target, site, skeleton)
             if compiled is None:
                 return None
-            return FieldPlan(name, compiled.get, compiled.static, _setter((target.name,)))
+            return FieldPlan(name, compiled.get, compiled.static, _setter((target.name,)),
+                             compiled.parts, (target.name,))
         item_target = target.fields[item or ""]
         scalar = compiler.field(spec, item_target, name, site)
         if scalar is None:
             return None
         put = _indexed_setter(target.name, index, item_target.keys, skeleton)
-        return FieldPlan(name, scalar.get, scalar.static, put)
+        return FieldPlan(name, scalar.get, scalar.static, put, scalar.parts)
 
     def _rule_setter(self, compiler: Compiler, name: str, site: Site) -> Any:
         resolved = compiler.target_of(name, site)

@@ -16,7 +16,7 @@ from typing import Any
 from engine.charge import Charge, Finding, make_charge_id
 from engine.errors import MappingError
 from engine.mapping.accessors import LineSource
-from engine.mapping.compiler import STOP, CompiledFilter, CompiledRule, Line
+from engine.mapping.compiler import STOP, CompiledFilter, CompiledRule, FieldParts, Line
 
 __all__ = ["CompiledMapping", "FieldPlan", "MappedCharge", "MappingResult"]
 
@@ -55,6 +55,10 @@ class FieldPlan:
     get: Callable[[Any, Line], Any]
     static: bool
     put: Callable[[dict[str, Any], Any], None] | None  # None for vars
+    # For the code generator: how the getter was built, and the value's key path in the
+    # charge dict (None: only `put` knows, e.g. coverage[1].member_id).
+    parts: FieldParts | None = None
+    keys: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -85,6 +89,8 @@ class CompiledMapping:
     shared_parts: list[tuple[str, Callable[[Any], Any]]]
     explainer: Callable[[], CompiledMapping] | None = field(default=None, repr=False)
     _explaining: CompiledMapping | None = field(default=None, repr=False)
+    # The generated specialised apply (engine.mapping.codegen), when the mapping has one.
+    fast: Callable[[Any, str], MappingResult] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Plain tuples: the per-line loop reads them without attribute lookups.
@@ -107,6 +113,13 @@ class CompiledMapping:
             if self._explaining is None:
                 self._explaining = self.explainer()
             return self._explaining.apply(msg, channel=channel, explain=True)
+        if self.fast is not None and not explain:
+            return self.fast(msg, channel)
+        return self.apply_reference(msg, channel=channel, explain=explain)
+
+    def apply_reference(self, msg: Any, *, channel: str, explain: bool = False) -> MappingResult:
+        """`apply` through the compiled closures only: the reference the generated code
+        must agree with (tests compare the two)."""
         if self.input == "fhir":
             return self._apply_fhir(msg, channel, explain)
         control_id = msg.control_id or ""

@@ -1,0 +1,733 @@
+"""Code generation: one specialised Python function per HL7 mapping, built once at load.
+
+The closures the compiler builds are the reference implementation. For the hot path this
+module writes the same steps out as the source of one function (`apply_fast`): each HL7
+field is read once per scope and its components split once, lookups are inlined dict reads,
+and there are no per-field closure chains. The source only ever contains generated names;
+every value from the mapping (segment names, tables, constants) is bound in the function's
+namespace, so no mapping text becomes code. Anything the generator does not cover (FHIR,
+`iterate:` absent, explain mode) keeps using the closures; a field shape it does not know
+calls that field's reference getter. tests/mapping checks both paths give equal results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.charge import make_charge_id
+from engine.errors import MappingError
+from engine.hl7.encoding import unescape
+from engine.hl7.path import ALL, Path
+from engine.mapping.accessors import ItemScope, LineSource
+from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
+from engine.mapping.convert import NORMALIZERS, to_target
+
+if TYPE_CHECKING:
+    from engine.mapping.mapping import CompiledMapping
+
+__all__ = ["FastApply", "generate"]
+
+FastApply = Callable[[Any, str], Any]
+_LIST_CELL = re.compile(r"[\s;,]+")
+# Normalizers written inline as a method call on the text.
+_INLINE_STEPS = {NORMALIZERS["trim"]: "strip", NORMALIZERS["upper"]: "upper",
+                 NORMALIZERS["lower"]: "lower"}
+_NONE: list[Any] = []
+# Normalizers that keep text text: a lookup after them can strip the key inline.
+_TEXT_STEPS = {*_INLINE_STEPS, NORMALIZERS["strip_leading_zeros"]}
+_serial = itertools.count()
+
+
+class _Unsupported(Exception):
+    """The mapping uses something the generator does not write out; keep the closures."""
+
+
+class _Ctx:
+    """Where paths are read: the message, one FT1 line, or one record of an `each:`.
+
+    `obj` is the expression naming the scope object (msg, ls, or an ItemScope variable);
+    `segment` is the code reading the segment list for a name in this scope.
+    """
+
+    def __init__(self, kind: str, obj: str, parent: _Ctx | None = None,
+                 item_segment: str = "", item_var: str = "") -> None:
+        self.kind = kind
+        self.obj = obj
+        self.parent = parent
+        self.item_segment = item_segment
+        self.item_var = item_var
+        self.serial = next(_serial)
+
+
+class _Writer:
+    """Accumulates source lines, bound names and values already computed in this block."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 1
+        self.names: dict[str, Any] = {}
+        self._ids: dict[int, str] = {}
+        self._counter = itertools.count()
+        self.cache: list[dict[Any, str]] = [{}]
+
+    def emit(self, text: str) -> None:
+        self.lines.append("    " * self.depth + text)
+
+    def bind(self, value: Any, hint: str = "k") -> str:
+        """A name in the generated function's namespace holding `value`."""
+        found = self._ids.get(id(value))
+        if found is not None and self.names[found] is value:
+            return found
+        name = f"{hint}{next(self._counter)}"
+        self.names[name] = value
+        self._ids[id(value)] = name
+        return name
+
+    def var(self, hint: str = "v") -> str:
+        return f"_{hint}{next(self._counter)}"
+
+    def cached(self, key: Any) -> str | None:
+        for level in reversed(self.cache):
+            if key in level:
+                return level[key]
+        return None
+
+    def remember(self, key: Any, name: str) -> None:
+        self.cache[-1][key] = name
+
+    def block(self) -> _Block:
+        return _Block(self)
+
+
+class _Block:
+    """An indented block: values computed inside it are forgotten when it ends."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+
+    def __enter__(self) -> None:
+        self.writer.depth += 1
+        self.writer.cache.append({})
+
+    def __exit__(self, *_exc: object) -> None:
+        self.writer.depth -= 1
+        self.writer.cache.pop()
+
+
+class _Generator:
+    """Writes `apply_fast(msg, channel)` for one compiled HL7 mapping."""
+
+    def __init__(self, mapping: CompiledMapping) -> None:
+        self.m = mapping
+        self.w = _Writer()
+
+    # -- reading HL7 values ---------------------------------------------------------------
+
+    def _segments(self, ctx: _Ctx, seg: str) -> str:
+        """A variable holding the segment list a path on `seg` reads in `ctx`."""
+        if ctx.kind == "item":
+            if seg == ctx.item_segment:
+                return ctx.item_var
+            assert ctx.parent is not None
+            return self._segments(ctx.parent, seg)
+        key = ("segs", ctx.serial, seg)
+        found = self.w.cached(key)
+        if found is not None:
+            return found
+        name = self.w.var("sg")
+        seg_name = self.w.bind(seg, "n")
+        if ctx.kind == "msg":
+            self.w.emit(f"{name} = _bn.get({seg_name}, _NONE)")
+        else:
+            self.w.emit(f"{name} = _own.get({seg_name}) or _bn.get({seg_name}, _NONE)")
+        self.w.remember(key, name)
+        return name
+
+    def _fields(self, ctx: _Ctx, seg: str) -> tuple[str, str]:
+        """(segment var or 'None', field list var) of the first `seg` segment in `ctx`."""
+        owner = ctx
+        while owner.kind == "item" and seg != owner.item_segment:
+            assert owner.parent is not None
+            owner = owner.parent
+        key = ("fields", owner.serial, seg)
+        found = self.w.cached(key)
+        if found is not None:
+            return found.split(",")[0], found.split(",")[1]
+        segs = self._segments(ctx, seg)
+        first, fields = self.w.var("s"), self.w.var("f")
+        self.w.emit(f"{first} = {segs}[0] if {segs} else None")
+        self.w.emit(f"{fields} = ({first}._fields if {first}._fields is not None else "
+                    f"{first}._split()) if {first} is not None else _NONE")
+        self.w.remember(key, f"{first},{fields}")
+        return first, fields
+
+    def _path_value(self, ctx: _Ctx, path: Path) -> str:
+        """A variable holding `path.first` in `ctx` (decoded text or None)."""
+        key = ("value", self._owner(ctx, path.seg).serial, path.text.strip(), ctx.serial)
+        found = self.w.cached(key)
+        if found is not None:
+            return found
+        out = self.w.var()
+        if path.seg_index != 0 or path.rep == ALL or (path.seg == "MSH" and path.field <= 2):
+            bound = self.w.bind(path, "p")
+            self.w.emit(f"{out} = {bound}.first({ctx.obj})")
+            self.w.remember(key, out)
+            return out
+        first, fields = self._fields(ctx, path.seg)
+        number = path.field
+        raw_key = ("raw", key[1], path.seg, number)
+        raw = self.w.cached(raw_key)
+        if raw is None:
+            raw = self.w.var("r")
+            self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
+            self.w.remember(raw_key, raw)
+        # The repetition, then the component list, each computed once per field.
+        rep_key = ("rep", key[1], path.seg, number, path.rep)
+        rep = self.w.cached(rep_key)
+        if rep is None:
+            rep = self.w.var("rp")
+            if path.rep == 0:
+                self.w.emit(f"{rep} = ({raw}.split(_R)[0] if _R in {raw} else {raw}) "
+                            f"if {raw} else None")
+            else:
+                parts = self.w.var("rs")
+                self.w.emit(f"{parts} = {raw}.split(_R) if {raw} and _R in {raw} else None")
+                self.w.emit(f"{rep} = ({parts}[{path.rep}] if {path.rep} < len({parts}) "
+                            f"else None) if {parts} is not None else None")
+            self.w.remember(rep_key, rep)
+        comps_key = ("comps", key[1], path.seg, number, path.rep)
+        comps = self.w.cached(comps_key)
+        if comps is None:
+            comps = self.w.var("cs")
+            self.w.emit(f"{comps} = {rep}.split(_C) if {rep} and _C in {rep} else None")
+            self.w.remember(comps_key, comps)
+        comp = path.comp
+        if comp == 0:
+            self.w.emit(f"{out} = {comps}[0] if {comps} is not None else {rep}")
+        else:
+            # Beyond the last component reads '' and so ends as None, like no component.
+            self.w.emit(f"{out} = {comps}[{comp}] if {comps} is not None and "
+                        f"{comp} < len({comps}) else None")
+        # Sub-components, the explicit null and escapes are rare: one helper does them.
+        self.w.emit(f"if not {out}:")
+        with self.w.block():
+            self.w.emit(f"{out} = None")
+        self.w.emit(f"elif _S in {out} or _E in {out} or {out} == '\"\"':")
+        with self.w.block():
+            self.w.emit(f"{out} = _finish_value({out}, {path.sub}, _enc, {first}.codec)")
+        if path.sub:
+            self.w.emit("else:")
+            with self.w.block():
+                self.w.emit(f"{out} = None")
+        self.w.remember(key, out)
+        return out
+
+    def _owner(self, ctx: _Ctx, seg: str) -> _Ctx:
+        owner = ctx
+        while owner.kind == "item" and seg != owner.item_segment:
+            assert owner.parent is not None
+            owner = owner.parent
+        return owner
+
+    def _read(self, ctx: _Ctx, parts: FieldParts) -> str:
+        """A variable holding what the field's accessor returns."""
+        paths = parts.paths
+        out = self.w.var()
+        if parts.is_list:
+            # Many values: every value of the first alternative that has any.
+            calls = [f"{self.w.bind(p, 'p')}.all({ctx.obj})" for p in paths]
+            self.w.emit(f"{out} = {calls[0]}")
+            for call in calls[1:]:
+                self.w.emit(f"if not {out}:")
+                with self.w.block():
+                    self.w.emit(f"{out} = {call}")
+            return out
+        values = [self._path_value(ctx, p) for p in paths]
+        if len(values) == 1:
+            return values[0]
+        self.w.emit(f"{out} = {values[0]}")
+        for value in values[1:]:
+            self.w.emit(f"if {out} is None:")
+            with self.w.block():
+                self.w.emit(f"{out} = {value}")
+        return out
+
+    # -- fields ------------------------------------------------------------------------
+
+    def value(self, ctx: _Ctx, parts: FieldParts | None) -> str:
+        """Emit code computing the field; returns the variable (value, None or STOP)."""
+        if parts is None:
+            raise _Unsupported("a field without parts")
+        if parts.kind == "field":
+            return self._field(ctx, parts)
+        if parts.kind == "each":
+            return self._each(ctx, parts)
+        if parts.kind == "values":
+            return self._values(ctx, parts)
+        return self._opaque(ctx, parts)
+
+    def _opaque(self, ctx: _Ctx, parts: FieldParts) -> str:
+        out = self.w.var()
+        self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({ctx.obj}, line)")
+        return out
+
+    def _source(self, ctx: _Ctx, parts: FieldParts) -> tuple[str, bool]:
+        """(variable with the raw value, whether it may be STOP)."""
+        if parts.read is not None:
+            if not parts.paths:
+                raise _Unsupported("path without compiled HL7 paths")
+            return self._read(ctx, parts), False
+        out = self.w.var()
+        if parts.raw is None:
+            self.w.emit(f"{out} = None")
+            return out, False
+        if hasattr(parts.raw, "constant"):
+            self.w.emit(f"{out} = {self.w.bind(parts.raw.constant, 'c')}")
+            return out, False
+        self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({ctx.obj}, line)")
+        return out, True
+
+    def _steps(self, var: str, parts: FieldParts) -> None:
+        for step in parts.steps:
+            method = _INLINE_STEPS.get(step)
+            if method is not None:
+                self.w.emit(f"{var} = {var}.{method}()")
+            else:
+                self.w.emit(f"{var} = {self.w.bind(step, 'st')}({var})")
+
+    def _lookup(self, var: str, parts: FieldParts, inline_str: bool) -> None:
+        """`var = lookup(var, line)`: a hit inlined, a miss through the compiled lookup."""
+        lookup = parts.lookup
+        info = getattr(lookup, "parts", None)
+        bound = self.w.bind(lookup, "lk")
+        if info is None or not inline_str:
+            self.w.emit(f"{var} = {bound}({var}, line)")
+            return
+        rows, column, policy, default, is_list = info
+        row = self.w.var("row")
+        self.w.emit(f"{row} = {self.w.bind(rows, 't')}.get({var}.strip())")
+        self.w.emit(f"if {row} is not None:")
+        with self.w.block():
+            self.w.emit(f"{var} = {row}.get({self.w.bind(column, 'n')})")
+            if is_list:
+                self.w.emit(f"if isinstance({var}, str):")
+                with self.w.block():
+                    self.w.emit(f"{var} = [_x for _x in _LIST_CELL.split({var}) if _x]")
+        if policy == "default":
+            self.w.emit("else:")
+            with self.w.block():
+                self.w.emit(f"{var} = {self.w.bind(default, 'c')}")
+        elif policy != "keep":
+            # hold or fail: the compiled lookup records the finding (or raises).
+            self.w.emit("else:")
+            with self.w.block():
+                self.w.emit(f"{var} = {bound}({var}, line)")
+
+    def _convert(self, var: str, parts: FieldParts) -> None:
+        """Convert in place; a ValueError holds the charge and makes the value STOP."""
+        self.w.emit("try:")
+        with self.w.block():
+            self.w.emit(f"{var} = {self.w.bind(parts.convert, 'cv')}({var})")
+            if parts.retarget is not None:
+                self.w.emit(f"{var} = _to_target({var}, {self.w.bind(parts.retarget, 'n')})")
+        self.w.emit("except ValueError as _exc:")
+        with self.w.block():
+            self.w.emit(f"{self.w.bind(parts.bad, 'bad')}(line, {var}, _exc)")
+            self.w.emit(f"{var} = STOP")
+
+    def _field(self, ctx: _Ctx, parts: FieldParts) -> str:
+        steps, lookup, convert = parts.steps, parts.lookup, parts.convert
+        fallback, default, is_list = parts.fallback, parts.default, parts.is_list
+        if convert is not None and parts.bad is None:
+            raise _Unsupported("converter without its error reporter")
+        if not steps and lookup is None and convert is None and fallback is None \
+                and default is None and not is_list:
+            return self._source(ctx, parts)[0]  # a plain path, constant or expression
+        if parts.read is None or fallback is not None or is_list:
+            return self._general(ctx, parts)
+        # The scalar shapes of compiler._scalar_getter: read -> steps -> lookup -> convert.
+        source, _ = self._source(ctx, parts)
+        out = self.w.var()
+        d = self.w.bind(default, "c")
+        self.w.emit(f"{out} = {source}")
+        self.w.emit(f"if {out} is None or {out} == '':")
+        with self.w.block():
+            self.w.emit(f"{out} = {d}")
+        self.w.emit("else:")
+        with self.w.block():
+            if lookup is None and not steps:
+                if convert is not None:
+                    self._convert(out, parts)
+                else:
+                    self.w.emit("pass")
+                return out
+            self._steps(out, parts)
+            if lookup is not None:
+                self._lookup(out, parts, inline_str=self._str_steps(parts))
+                self.w.emit(f"if {out} is not STOP:")
+                self.w.depth += 1
+                self.w.emit(f"if isinstance({out}, list):")
+                with self.w.block():
+                    self.w.emit(f"{out} = {out}[0] if {out} else None")
+            self.w.emit(f"if {out} is None or {out} == '':")
+            with self.w.block():
+                self.w.emit(f"{out} = {d}")
+            if convert is not None:
+                self.w.emit("else:")
+                with self.w.block():
+                    self._convert(out, parts)
+            if lookup is not None:
+                self.w.depth -= 1
+        return out
+
+    @staticmethod
+    def _str_steps(parts: FieldParts) -> bool:
+        """True when the value reaching the lookup is surely text (an HL7 read, text steps)."""
+        return parts.read is not None and all(step in _TEXT_STEPS for step in parts.steps)
+
+    def _one(self, var: str, parts: FieldParts, inline_str: bool) -> None:
+        """compiler `one`: steps, lookup (list cells converted item by item), convert."""
+        self._steps(var, parts)
+        if parts.lookup is not None:
+            self._lookup(var, parts, inline_str)
+            self.w.emit(f"if {var} is not None and {var} is not STOP:")
+            with self.w.block():
+                self.w.emit(f"if isinstance({var}, list):")
+                with self.w.block():
+                    if parts.convert is not None:
+                        converted = self.w.var("cl")
+                        self.w.emit(f"{converted} = []")
+                        self.w.emit(f"for _i in {var}:")
+                        with self.w.block():
+                            self._convert("_i", parts)
+                            self.w.emit("if _i is not STOP:")
+                            with self.w.block():
+                                self.w.emit(f"{converted}.append(_i)")
+                        self.w.emit(f"{var} = {converted}")
+                    else:
+                        self.w.emit("pass")
+                if parts.convert is not None:
+                    self.w.emit("else:")
+                    with self.w.block():
+                        self._convert(var, parts)
+            return
+        if parts.convert is not None:
+            self._convert(var, parts)
+
+    def _general(self, ctx: _Ctx, parts: FieldParts) -> str:
+        """compiler `_field_getter.get`: any field with a fallback, or a list field."""
+        source, may_stop = self._source(ctx, parts)
+        out = self.w.var()
+        done = self.w.var("done")
+        self.w.emit(f"{done} = False")
+        self.w.emit(f"{out} = {source}")
+        inline_str = self._str_steps(parts)
+        if may_stop:
+            self.w.emit(f"if {out} is STOP:")
+            with self.w.block():
+                self.w.emit(f"{done} = True")
+        if parts.is_list:
+            self.w.emit(f"if {'not ' + done + ' and ' if may_stop else ''}{out}:")
+            with self.w.block():
+                items = self.w.var("items")
+                self.w.emit(f"{items} = []")
+                self.w.emit(f"for _item in ({out} if isinstance({out}, list) else [{out}]):")
+                with self.w.block():
+                    self._one("_item", parts, inline_str=inline_str)
+                    self.w.emit("if isinstance(_item, list):")
+                    with self.w.block():
+                        self.w.emit(f"{items} += [_r for _r in _item if _r is not None "
+                                    "and _r != '']")
+                    self.w.emit("elif _item is not None and _item is not STOP and _item != '':")
+                    with self.w.block():
+                        self.w.emit(f"{items}.append(_item)")
+                self.w.emit(f"if {items}:")
+                with self.w.block():
+                    self.w.emit(f"{out} = {items}")
+                    self.w.emit(f"{done} = True")
+        else:
+            cond = f"not {done} and " if may_stop else ""
+            self.w.emit(f"if {cond}{out} is not None and {out} != '':")
+            with self.w.block():
+                self.w.emit(f"if isinstance({out}, list):")
+                with self.w.block():
+                    self.w.emit(f"{out} = {out}[0] if {out} else None")
+                self.w.emit(f"if {out} is not None:")
+                with self.w.block():
+                    self._one(out, parts, inline_str=inline_str)
+                    self.w.emit(f"if {out} is STOP or ({out} is not None and {out} != ''):")
+                    with self.w.block():
+                        self.w.emit(f"{done} = True")
+        self.w.emit(f"if not {done}:")
+        with self.w.block():
+            if parts.fallback is not None:
+                other = self.value(ctx, parts.fallback)
+                self.w.emit(f"{out} = {other}")
+                self.w.emit(f"if {out} is None:")
+                with self.w.block():
+                    self.w.emit(f"{out} = {self.w.bind(parts.default, 'c')}")
+            else:
+                self.w.emit(f"{out} = {self.w.bind(parts.default, 'c')}")
+        return out
+
+    def _values(self, ctx: _Ctx, parts: FieldParts) -> str:
+        """compiler `records` from a plain list: one record per value (diagnosis codes)."""
+        assert parts.inner is not None and parts.skeleton is not None
+        values = self.value(ctx, parts.inner)
+        out = self.w.var()
+        skeleton = self.w.bind(parts.skeleton, "sk")
+        key = self.w.bind(parts.key, "n")
+        self.w.emit(f"if {values} and {values} is not STOP:")
+        with self.w.block():
+            self.w.emit(f"{out} = []")
+            self.w.emit(f"for _value in {values}:")
+            with self.w.block():
+                self.w.emit(f"_rec = {skeleton}()")
+                self.w.emit(f"_rec[{key}] = _value")
+                self.w.emit(f"{out}.append(_rec)")
+        self.w.emit("else:")
+        with self.w.block():
+            if parts.fallback is not None:
+                other = self.value(ctx, parts.fallback)
+                self.w.emit(f"{out} = {other}")
+            else:
+                self.w.emit(f"{out} = None")
+        return out
+
+    def _each(self, ctx: _Ctx, parts: FieldParts) -> str:
+        """compiler `_each` for HL7: one record per segment, in order_by order."""
+        assert parts.skeleton is not None
+        out = self.w.var()
+        scopes = self.w.var("scopes")
+        kind = self.w.bind(parts.segment, "n")
+        self.w.emit(f"{scopes} = [_ItemScope(_seg, {ctx.obj}) for _seg in "
+                    f"{ctx.obj}.segments({kind})]")
+        if parts.order is not None:
+            order = self.w.bind(parts.order, "o")
+            self.w.emit(f"{scopes}.sort(key=lambda _s: _order_key({order}(_s)))")
+        self.w.emit(f"{out} = []")
+        item_scope = self.w.var("isc")
+        self.w.emit(f"for {item_scope} in {scopes}:")
+        with self.w.block():
+            item_segs = self.w.var("isg")
+            self.w.emit(f"{item_segs} = [{item_scope}.segment]")
+            item_ctx = _Ctx("item", item_scope, ctx, parts.segment, item_segs)
+            item = self.w.var("item")
+            filled = self.w.var("filled")
+            self.w.emit(f"{item} = {self.w.bind(parts.skeleton, 'sk')}()")
+            self.w.emit(f"{filled} = False")
+            for keys, item_parts in parts.items:
+                value = self.value(item_ctx, item_parts)
+                self.w.emit(f"if {value} is not None and {value} is not STOP:")
+                with self.w.block():
+                    self.w.emit(f"{filled} = True")
+                    self._put(item, keys, value)
+            self.w.emit(f"if {filled}:")
+            with self.w.block():
+                self.w.emit(f"{out}.append({item})")
+        self.w.emit(f"if not {out}:")
+        with self.w.block():
+            if parts.fallback is not None:
+                other = self.value(ctx, parts.fallback)
+                self.w.emit(f"{out} = {other}")
+            else:
+                self.w.emit(f"{out} = None")
+        return out
+
+    def _put(self, holder: str, keys: tuple[str, ...], value: str) -> None:
+        target = holder + "".join(f"[{self.w.bind(k, 'n')}]" for k in keys[:-1])
+        self.w.emit(f"{target}[{self.w.bind(keys[-1], 'n')}] = {value}")
+
+    def _store(self, target: str, plan: Any, value: str) -> None:
+        self.w.emit(f"if {value} is not None and {value} is not STOP:")
+        with self.w.block():
+            if plan.keys is not None:
+                self._put(target, plan.keys, value)
+            else:
+                self.w.emit(f"{self.w.bind(plan.put, 'put')}({target}, {value})")
+
+    # -- the whole function ----------------------------------------------------------------
+
+    def generate(self) -> FastApply:
+        m, w = self.m, self.w
+        plans = [*m.static_vars, *m.line_vars, *m.static_fields, *m.line_fields]
+        if any(p.parts is None for p in plans):
+            raise _Unsupported("a field without parts")
+        w.lines.append("def apply_fast(msg, channel):")
+        w.emit("control_id = msg.control_id or ''")
+        w.emit("groups = msg.groups(ITERATE)")
+        w.emit("if not groups:")
+        with w.block():
+            w.emit("return MappingResult([], [], None, 0)")
+        w.emit("lines_in = len(groups)")
+        w.emit("base_ns = {'hl7': msg.get, 'control_id': control_id, "
+               "'message_type': msg.message_type}")
+        w.emit("_enc = msg.encoding")
+        w.emit("_R, _C, _S, _E = _enc.repetition, _enc.component, _enc.subcomponent, "
+               "_enc.escape")
+        w.emit("if not (_R and _C and _S and _E):")
+        with w.block():
+            # A message declaring fewer encoding characters takes the reference path.
+            w.emit("return M.apply_reference(msg, channel=channel)")
+        w.emit("_bn = msg._by_name")
+        w.emit("line = _Line({}, base_ns, False)")
+        msg_ctx = _Ctx("msg", "msg")
+        for plan in m.static_vars:
+            value = self.value(msg_ctx, plan.parts)
+            w.emit(f"base_ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
+        if m.message_filters:
+            w.emit("_reason = _message_filters(MESSAGE_FILTERS, msg, base_ns)")
+            w.emit("if _reason is not None:")
+            with w.block():
+                w.emit("return MappingResult([], [], _reason, lines_in)")
+        w.emit("template = SKELETON()")
+        for plan in m.static_fields:
+            value = self.value(msg_ctx, plan.parts)
+            self._store("template", plan, value)
+        for key, build in m.shared_parts:
+            k = w.bind(key, "n")
+            w.emit(f"template[{k}] = {w.bind(build, 'b')}(template[{k}])")
+        w.emit("static_findings = line.findings")
+        w.emit("charges = []")
+        w.emit("dropped = []")
+        w.emit("seen_ids = set()")
+        w.emit("source_base = {'channel': channel, 'control_id': control_id, "
+               "'mapping': NAME, 'mapping_version': VERSION, 'mapping_hash': HASH}")
+        w.emit("for index, group in enumerate(groups, 1):")
+        with w.block():
+            self._line_body()
+        w.emit("return MappingResult(charges, dropped, None, lines_in)")
+        source = "\n".join(w.lines) + "\n"
+        namespace: dict[str, Any] = {
+            **w.names, "STOP": STOP, "_NONE": _NONE, "_finish_value": _finish_value,
+            "_to_target": to_target, "_LIST_CELL": _LIST_CELL, "_Line": Line,
+            "_ItemScope": ItemScope, "_order_key": _order_key, "_new": object.__new__,
+            "_LineSource": LineSource, "_message_filters": _message_filters,
+            "ITERATE": m.iterate, "SKELETON": m.skeleton, "NAME": m.name, "VERSION": m.version,
+            "HASH": m.file_hash, "MESSAGE_FILTERS": m.message_filters, "M": m,
+            "MappingResult": _result_type(), "COPY": m.copy_data,
+            "EARLY": m.early_filters, "LATE": m.late_filters, "RULES": m.rules,
+            "_charge_id": make_charge_id,
+        }
+        code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
+        exec(code, namespace)  # generated from the compiled spec: no mapping text in it
+        fast: FastApply = namespace["apply_fast"]
+        fast.source = source  # type: ignore[attr-defined]
+        return fast
+
+    def _line_body(self) -> None:
+        m, w = self.m, self.w
+        w.emit("_segs = group._own")
+        w.emit("_own = {}")
+        w.emit("for _seg in _segs:")
+        with w.block():
+            w.emit("_found = _own.get(_seg.name)")
+            w.emit("if _found is None:")
+            with w.block():
+                w.emit("_own[_seg.name] = [_seg]")
+            w.emit("else:")
+            with w.block():
+                w.emit("_found.append(_seg)")
+        w.emit("ls = _new(_LineSource)")
+        w.emit("ls.own = _own")
+        w.emit("ls.message = msg")
+        w.emit("_set_id = _segs[0].get(1)")
+        w.emit("line_id = str(_set_id) if _set_id else str(index)")
+        w.emit("if line_id in seen_ids:")
+        with w.block():
+            w.emit("line_id = f'{line_id}#{index}'")
+        w.emit("seen_ids.add(line_id)")
+        w.emit("ns = base_ns.copy()")
+        w.emit("ns['line'] = index")
+        w.emit("ns['hl7'] = ls.get")
+        line_ctx = _Ctx("line", "ls")
+        if m.early_filters:
+            w.emit("_reason = None")
+            for i, flt in enumerate(m.early_filters):
+                if flt.get is None or flt.test is None:
+                    raise _Unsupported("early filter without a path")
+                name = w.bind(flt, "fl")
+                cond = "" if i == 0 else "if _reason is None:"
+                if cond:
+                    w.emit(cond)
+                    w.depth += 1
+                w.emit(f"_fv = {w.bind(flt.get, 'fg')}(ls)")
+                w.emit(f"if {name}.test(_fv):")
+                with w.block():
+                    w.emit(f"_reason = {name}.name + ': ' + {name}.reason({{**ns, 'value': _fv}})")
+                if cond:
+                    w.depth -= 1
+            w.emit("if _reason is not None:")
+            with w.block():
+                w.emit("dropped.append((line_id, _reason))")
+                w.emit("continue")
+        w.emit("data = COPY(template)")
+        w.emit("ns['charge'] = data")
+        w.emit("line = _Line(data, ns, False)")
+        w.emit("if static_findings:")
+        with w.block():
+            w.emit("line.findings.extend(static_findings)")
+        for plan in m.line_vars:
+            value = self.value(line_ctx, plan.parts)
+            w.emit(f"ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
+        for plan in m.line_fields:
+            value = self.value(line_ctx, plan.parts)
+            self._store("data", plan, value)
+        w.emit("_reason = None")
+        if m.late_filters:
+            w.emit("_reason = M._first_filter(LATE, ls, ns, line)")
+        if m.rules:
+            w.emit("if _reason is None:")
+            with w.block():
+                w.emit("_reason = M._rules(line)")
+        w.emit("if _reason is not None:")
+        with w.block():
+            w.emit("dropped.append((line_id, _reason))")
+            w.emit("continue")
+        w.emit("charges.append(M._finish(line, line_id, index, control_id, source_base))")
+
+
+def _finish_value(value: str, sub: int, enc: Any, codec: str) -> str | None:
+    """The end of `fast_first` for a value with a sub-component separator, an escape or
+    the explicit null: pick the sub-component, then treat '""' as absent, then unescape."""
+    if enc.subcomponent in value:
+        parts = value.split(enc.subcomponent)
+        value = parts[sub] if sub < len(parts) else ""
+    elif sub:
+        return None
+    if not value or value == '""':
+        return None
+    if enc.escape in value:
+        return unescape(value, enc, codec) or None
+    return value
+
+
+def _message_filters(filters: list[Any], msg: Any, ns: dict[str, Any]) -> str | None:
+    for flt in filters:
+        try:
+            reason = flt.matches(msg, ns)
+        except Exception as exc:  # a broken message filter must not pass messages silently
+            raise MappingError(f"message filter {flt.name!r} could not be evaluated "
+                               f"({type(exc).__name__}: {exc})") from None
+        if reason is not None:
+            return f"{flt.name}: {reason}"
+    return None
+
+
+def _result_type() -> Any:
+    from engine.mapping.mapping import MappingResult
+
+    return MappingResult
+
+
+def generate(mapping: CompiledMapping) -> FastApply | None:
+    """The specialised apply for an HL7 mapping that iterates, or None (use the closures)."""
+    if mapping.input != "hl7" or not mapping.iterate:
+        return None
+    try:
+        return _Generator(mapping).generate()
+    except _Unsupported:
+        return None

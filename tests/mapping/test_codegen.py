@@ -1,0 +1,163 @@
+"""The generated fast path (engine.mapping.codegen) against the reference closures.
+
+For the shipped HL7 mappings every message of a varied corpus must map to exactly the same
+MappingResult both ways: charges' JSON, findings, dropped lines, filter and line count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.messages import make_dft
+from engine.errors import HL7ReadError, MappingError
+from engine.hl7.reader import Message, parse
+from engine.mapping import CompiledMapping, MappingResult, load_mapping
+from tests.mapping.helpers import IN1, MAPPINGS, MSH, PID, PV1, SAMPLES, dft, ft1, write
+
+NAMES = ("dft_p03", "site_cpt", "site_chargemaster")
+CORPUS = Path("/work/shared/corpus/hl7v2")
+
+
+@pytest.fixture(scope="module")
+def mappings() -> dict[str, CompiledMapping]:
+    return {name: load_mapping(MAPPINGS / f"{name}.yaml") for name in NAMES}
+
+
+def _summary(result: MappingResult) -> Any:
+    return (
+        [(c.charge.to_json_dict(), [f.model_dump() for f in c.findings]) for c in result.charges],
+        result.dropped, result.filtered, result.lines_in,
+    )
+
+
+def _outcome(apply: Any, raw: str | bytes) -> Any:
+    """What mapping `raw` gives: the result, or the MappingError message."""
+    try:
+        return _summary(apply(parse(raw), channel="clinic"))
+    except MappingError as exc:
+        return ("error", str(exc))
+
+
+def _assert_same(mapping: CompiledMapping, raw: str | bytes) -> None:
+    fast = _outcome(mapping.apply, raw)
+    reference = _outcome(mapping.apply_reference, raw)
+    assert fast == reference
+
+
+def _text(msg: Message) -> str:
+    return msg.raw
+
+
+def _varied() -> list[str]:
+    """Hand-made DFTs covering the data problems a mapping turns into findings or drops."""
+    cm = "99213^^C4"
+    messages = [
+        dft(ft1(1), ft1(2, "99214", modifiers="25~59")),
+        dft(ft1(1, date="2024031"), ft1(2, date="20241399"), ft1(3, date="")),
+        dft(ft1(1, units="two"), ft1(2, units=""), ft1(3, units="1.5"), ft1(4, units="1,000")),
+        dft(ft1(1, amount="abc"), ft1(2, amount=""), ft1(3, amount="$12.345")),
+        dft(ft1(1, code="", ft1_7="NOTINCDM^x^C4"), ft1(2, code="", ft1_7="")),
+        dft(ft1(1, kind="CD", amount="50.00"), ft1(2, kind="CR"), ft1(3, kind="ZZ")),
+        dft(ft1(1, kind="PY"), ft1(2, kind="AJ"), ft1(3)),
+        dft(ft1(1, dx=""), "DG1|2||I10^Hypertension^I10", "DG1|1||E11.9^^ICD10", ft1(2, dx="")),
+        dft(ft1(1), ft1(1), ft1("")),
+        dft(ft1(1, code=r"99\T\13", location="NCFM&sub^x"), ft1(2, dx='""~E11.9')),
+        dft(ft1(1, location="UNKNOWNLOC"), ft1(2, location="NCFM")),
+        dft(ft1(1, ft1_7=cm, code="")),
+        dft(ft1(1), pid="PID|1||^^^CLINIC^MR||^||badbirth|X", pv1="PV1|1"),
+        dft(ft1(1), insurance=[]),
+        dft(ft1(1), insurance=[IN1.format(n=2, payer="", name="Aetna", member="M2"),
+                               IN1.format(n=1, payer="00621", name="Blue Cross", member="")]),
+        dft("PR1|1||99999^x", ft1(1)),
+    ]
+    texts = [_text(m) for m in messages]
+    texts += [make_dft(i, lines=lines).decode() for i, lines in ((1, 3), (7, 1), (12, 5))]
+    texts.append("\r".join([MSH.format(control="NOFT1"), PID, PV1]) + "\r")
+    # Fewer encoding characters: the generated code hands these to the reference path.
+    texts.append("\r".join([MSH.format(control="ENC").replace("^~\\&", "^~"), PID, PV1,
+                            ft1(1).replace("&", "")]) + "\r")
+    return texts
+
+
+def _files() -> list[Path]:
+    found = sorted(SAMPLES.glob("*.hl7")) + sorted((MAPPINGS / "tests" / "messages").glob("*.hl7"))
+    if CORPUS.is_dir():
+        found += sorted(p for p in CORPUS.iterdir() if p.is_file())
+    return found
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_mappings_have_a_fast_path(mappings: dict[str, CompiledMapping],
+                                           name: str) -> None:
+    """Every shipped HL7 mapping is compiled into a generated function."""
+    assert mappings[name].fast is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_varied_messages_map_the_same_both_ways(mappings: dict[str, CompiledMapping],
+                                                name: str) -> None:
+    """Hand-made DFTs with bad and missing data map identically on both paths."""
+    for raw in _varied():
+        _assert_same(mappings[name], raw)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_files_map_the_same_both_ways(mappings: dict[str, CompiledMapping],
+                                             name: str) -> None:
+    """Sample and corpus files map identically on both paths."""
+    for path in _files():
+        try:
+            parse(path.read_bytes())
+        except HL7ReadError:
+            continue
+        _assert_same(mappings[name], path.read_bytes())
+
+
+_VALUE = st.text(alphabet="AB19.-$ ^&~\\\"", max_size=8)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_ft1_values_map_the_same_both_ways(mappings: dict[str, CompiledMapping],
+                                                  data: st.DataObject) -> None:
+    """FT1 fields of random text (delimiters, escapes, nulls included) agree on both paths."""
+    segments = []
+    for set_id in range(1, data.draw(st.integers(1, 3)) + 1):
+        fields = ["FT1", str(set_id), *[data.draw(_VALUE) for _ in range(26)]]
+        fields[6] = data.draw(st.sampled_from(["CG", "CD", "PY", "", fields[6]]))
+        fields[7] = data.draw(st.sampled_from(["99213^x^C4", "CDM100^^", "", fields[7]]))
+        segments.append("|".join(fields))
+        if data.draw(st.booleans()):
+            segments.append(f"DG1|{set_id}||{data.draw(_VALUE)}")
+    raw = "\r".join([MSH.format(control="HYP"), PID, PV1, *segments,
+                     IN1.format(n=1, payer=data.draw(_VALUE), name="Plan", member="M")]) + "\r"
+    for name in NAMES:
+        _assert_same(mappings[name], raw)
+
+
+def test_failing_lookup_fails_both_ways(tmp_path: Path) -> None:
+    """A `missing: fail` lookup raises the same MappingError on the fast path."""
+    write(tmp_path, "tables/codes.csv", "code,cpt\nA1,99213\n")
+    path = write(tmp_path, "m.yaml", """
+        version: 1
+        input: hl7
+        iterate: FT1
+        tables:
+          codes: {file: tables/codes.csv}
+        fields:
+          procedure.code: {path: FT1-7.1, lookup: {table: codes, missing: fail}}
+          units: {path: FT1-10, type: integer, default: 1}
+          coverage[1].member_id: IN1-36.1
+          diagnoses: {path: "FT1-19[*].1", normalize: [{split: "."}]}
+        """)
+    mapping = load_mapping(path)
+    assert mapping.fast is not None
+    _assert_same(mapping, _text(dft(ft1(1, ft1_7="A1"), ft1(2, units="x"))))
+    outcome = _outcome(mapping.apply, _text(dft(ft1(1, ft1_7="B2"))))
+    assert outcome[0] == "error"
+    assert outcome == _outcome(mapping.apply_reference, _text(dft(ft1(1, ft1_7="B2"))))
