@@ -46,6 +46,29 @@ def mask_charge(charge: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def mask_text(text: Any, masked: bool) -> Any:
+    """Free text (reasons, finding messages, delivery details) for a viewer: such text can
+    quote a rejected value or a PM system's answer, so a viewer sees only that it exists."""
+    return MASK if masked and text else text
+
+
+def mask_findings(findings: list[dict[str, Any]], masked: bool) -> list[dict[str, Any]]:
+    """Findings keep rule, severity and field for a viewer; the message is masked."""
+    if not masked:
+        return findings
+    return [{**f, "message": MASK} for f in findings]
+
+
+_SAFE_META = frozenset({"file", "index", "offset", "batch", "edited_from", "resource_type"})
+
+
+def mask_meta(meta: dict[str, Any], masked: bool) -> dict[str, Any]:
+    """Message meta for a viewer: positions and ids stay, any other value is masked."""
+    if not masked:
+        return meta
+    return {k: (v if k in _SAFE_META else _mask_value(v)) for k, v in meta.items()}
+
+
 def mask_fhir(value: Any) -> Any:
     """FHIR JSON with every PHI element's value masked, recursively."""
     if isinstance(value, dict):

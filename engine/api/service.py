@@ -93,14 +93,14 @@ def channel_overview(state: Any, control: Any) -> list[dict[str, Any]]:
 def message_summary(m: Any, *, masked: bool) -> dict[str, Any]:
     return {"id": m.id, "channel": m.channel, "status": m.status, "received_at": m.received_at,
             "control_id": m.control_id, "message_type": m.message_type,
-            "transport": m.transport, "reason": m.reason,
+            "transport": m.transport, "reason": phi.mask_text(m.reason, masked),
             "mrn": (phi.MASK if m.mrn else None) if masked else m.mrn,
             "edited_from": m.meta.get("edited_from")}
 
 
-def _event_dict(e: Any) -> dict[str, Any]:
+def _event_dict(e: Any, masked: bool) -> dict[str, Any]:
     return {"at": e.at, "entity": e.entity, "entity_id": e.entity_id, "status": e.status,
-            "reason": e.reason}
+            "reason": phi.mask_text(e.reason, masked)}
 
 
 def message_detail(store: Any, message_id: int, *, masked: bool) -> dict[str, Any] | None:
@@ -125,23 +125,29 @@ def message_detail(store: Any, message_id: int, *, masked: bool) -> dict[str, An
         deliveries = []
         for d in store.deliveries_for_charge(charge.charge_id):
             d = dict(d)
-            if masked and d.get("response"):
-                d["response"] = phi.MASK
+            if masked:
+                d["response"] = phi.mask_text(d.get("response"), masked)
+                d["detail"] = phi.mask_text(d.get("detail"), masked)
             d["result"] = json.loads(d["result"] or "{}") if isinstance(d["result"], str) \
                 else d["result"]
-            d["attempts_log"] = [_event_dict(e) for e in store.events_for("delivery", d["id"])]
+            d["attempts_log"] = [_event_dict(e, masked)
+                                 for e in store.events_for("delivery", d["id"])]
             deliveries.append(d)
         charges.append({
             "charge_id": charge.charge_id, "status": status,
             "amount": data.get("amount"), "procedure": (data.get("procedure") or {}).get("code"),
             "data": phi.mask_charge(data) if masked else data,
-            "findings": [f.model_dump() for f in findings], "deliveries": deliveries,
-            "events": [_event_dict(e) for e in store.events_for("charge", charge.charge_id)],
+            "findings": phi.mask_findings([f.model_dump() for f in findings], masked),
+            "deliveries": deliveries,
+            "events": [_event_dict(e, masked)
+                       for e in store.events_for("charge", charge.charge_id)],
         })
-    return {**message_summary(m, masked=masked), "sender": m.sender, "meta": m.meta,
+    return {**message_summary(m, masked=masked), "sender": m.sender,
+            "meta": phi.mask_meta(m.meta, masked),
             "counts": m.counts, "masked": masked, "raw": phi.raw_for(m.raw, masked=masked),
             "parsed": parsed, "segments": segs, "charges": charges,
-            "events": [_event_dict(e) for e in store.events_for("message", message_id)]}
+            "events": [_event_dict(e, masked)
+                       for e in store.events_for("message", message_id)]}
 
 
 # -- worklists --------------------------------------------------------------------------
@@ -159,7 +165,7 @@ def _order(column_amount: str, column_created: str, sort: str, order: str) -> st
 
 
 def held_charges(store: Any, *, sort: str = "age", order: str = "desc", limit: int = 100,
-                 offset: int = 0) -> dict[str, Any]:
+                 offset: int = 0, masked: bool = True) -> dict[str, Any]:
     """HELD charges, waiting for a person, sortable by amount or age."""
     now = time.time()
     total = int(store._query("SELECT COUNT(*) FROM charges WHERE status = ?", (HELD,))[0][0])
@@ -173,14 +179,16 @@ def held_charges(store: Any, *, sort: str = "age", order: str = "desc", limit: i
         data = json.loads(r[6])
         items.append({"charge_id": r[0], "message_id": r[1], "channel": r[2], "amount": r[3],
                       "age_seconds": now - r[4], "created_at": r[4],
-                      "findings": json.loads(r[5]), "transaction_type": r[7],
+                      "findings": phi.mask_findings(json.loads(r[5]), masked),
+                      "transaction_type": r[7],
                       "procedure": (data.get("procedure") or {}).get("code"),
                       "service_date": data.get("service_date")})
     return {"total": total, "items": items}
 
 
 def dead_letters(store: Any, *, sort: str = "age", order: str = "desc", limit: int = 100,
-                 offset: int = 0, destination: str | None = None) -> dict[str, Any]:
+                 offset: int = 0, destination: str | None = None,
+                 masked: bool = True) -> dict[str, Any]:
     """FAILED deliveries (retries exhausted), sortable by the charge amount or age."""
     now = time.time()
     where, params = "d.status = ? AND (d.detail IS NULL OR d.detail NOT LIKE ?)", [
@@ -196,7 +204,8 @@ def dead_letters(store: Any, *, sort: str = "age", order: str = "desc", limit: i
         f"{_order('c.amount', 'd.created_at', sort, order)}, d.id LIMIT ? OFFSET ?",
         (*params, limit, offset))
     items = [{"delivery_id": r[0], "charge_id": r[1], "destination": r[2], "attempts": r[3],
-              "detail": r[4], "created_at": r[5], "failed_at": r[6], "age_seconds": now - r[5],
+              "detail": phi.mask_text(r[4], masked), "created_at": r[5], "failed_at": r[6],
+              "age_seconds": now - r[5],
               "amount": r[7], "message_id": r[8], "channel": r[9]} for r in rows]
     return {"total": total, "items": items}
 

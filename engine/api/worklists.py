@@ -52,17 +52,18 @@ def router(state: Any) -> APIRouter:
     @r.get("/worklists/held")
     def held(sort: Sort = "age", order: Order = "desc", limit: int = Query(100, ge=1, le=1000),
              offset: int = Query(0, ge=0, le=1_000_000),
-             _: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
+             principal: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
         """HELD charges with their findings; age desc = oldest first."""
-        return held_charges(state.store, sort=sort, order=order, limit=limit, offset=offset)
+        return held_charges(state.store, sort=sort, order=order, limit=limit, offset=offset,
+                            masked=not principal.can(Permission.PHI))
 
     @r.get("/worklists/dead-letter")
     def dead(sort: Sort = "age", order: Order = "desc", destination: str | None = None,
              limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=1_000_000),
-             _: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
+             principal: Principal = Depends(require(Permission.READ))) -> dict[str, Any]:
         """FAILED deliveries whose retries are exhausted."""
         return dead_letters(state.store, sort=sort, order=order, limit=limit, offset=offset,
-                            destination=destination)
+                            destination=destination, masked=not principal.can(Permission.PHI))
 
     @r.post("/charges/release", response_model=ActionResponse)
     def release_many(body: ReleaseRequest, request: Request,

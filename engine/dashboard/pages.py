@@ -199,7 +199,8 @@ def router(state: Any) -> APIRouter:
         principal = who(request)
         if sort not in ("amount", "age") or order not in ("asc", "desc"):
             sort, order = "age", "desc"
-        data = held_charges(store, sort=sort, order=order, limit=500)
+        data = held_charges(store, sort=sort, order=order, limit=500,
+                            masked=not principal.can(Permission.PHI))
         return _page("held.html", data=data, sort=sort, order=order, **_context(principal))
 
     @r.get("/worklists/dead-letter")
@@ -208,7 +209,8 @@ def router(state: Any) -> APIRouter:
         principal = who(request)
         if sort not in ("amount", "age") or order not in ("asc", "desc"):
             sort, order = "age", "desc"
-        data = dead_letters(store, sort=sort, order=order, limit=500)
+        data = dead_letters(store, sort=sort, order=order, limit=500,
+                            masked=not principal.can(Permission.PHI))
         return _page("dead.html", data=data, sort=sort, order=order, **_context(principal))
 
     @r.get("/system")
