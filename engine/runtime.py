@@ -122,15 +122,18 @@ class ProcessingWorkers:
     def _upkeep_loop(self) -> None:
         """Heartbeat every 2 s; retention pruning (small batches) every minute."""
         from engine.cluster import heartbeat
-        from engine.store.retention import prune_by_days
+        from engine.store.retention import ensure_partitions, prune_by_days
 
-        last_prune = 0.0
+        last_prune = -60.0
         while not self.stopping.wait(2.0):
             try:
                 heartbeat(self.store, self.node, "process")
-                if self.retention and time.monotonic() - last_prune > 60.0:
+                if time.monotonic() - last_prune > 60.0:
                     last_prune = time.monotonic()
-                    pruned = prune_by_days(self.store, self.retention)
+                    # PostgreSQL: content partitions for the coming days (no-op on SQLite),
+                    # so journaling never has to create one on the ingest path.
+                    ensure_partitions(self.store)
+                    pruned = prune_by_days(self.store, self.retention) if self.retention else {}
                     for channel, count in pruned.items():
                         if count:
                             log.info("retention.pruned", channel=channel, count=count)
