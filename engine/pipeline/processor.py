@@ -60,12 +60,16 @@ class Processor:
         # (ADT context updates, FHIR resources): a hook that answers owns the message.
         self.message_hooks = list(message_hooks or [])
 
-    def run_once(self, limit: int = 200) -> int:
+    def run_once(self, limit: int = 50) -> int:
         """Claim and process one batch; returns how many messages were processed."""
         claimed = self.store.claim_messages(self.owner, limit, lease_seconds=120.0)
         for stored in claimed:
             outcome = self.process(stored)
-            self.store.complete_message(outcome, self.owner)
+            if not self.store.complete_message(outcome, self.owner):
+                # Our lease ran out and another processor took the message over.
+                log.warning("message.lease_lost", channel=stored.channel,
+                            message_id=stored.id)
+                continue
             emit = log.warning if outcome.status == ERROR else log.debug
             emit("message.processed", channel=stored.channel, message_id=stored.id,
                      control_id=outcome.control_id, status=outcome.status,

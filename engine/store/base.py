@@ -205,24 +205,35 @@ class SqlStore(ABC):
         return int(row[0])
 
     # -- processing ----------------------------------------------------------------
-    def complete_message(self, outcome: MessageOutcome, owner: str | None = None) -> None:
+    def complete_message(self, outcome: MessageOutcome, owner: str | None = None) -> bool:
         """Store everything processing decided, in ONE transaction: the message status,
         its charges (upserted by deterministic id), their deliveries and events.
 
-        A charge already SENT is never rewritten (corrections go through their own path).
+        With `owner`, only while that owner still holds the message's lease: a processor
+        that outlived its lease (another node took the message over) stores nothing and
+        gets False. A charge already SENT is never rewritten (corrections go through
+        their own path).
         """
         now = time.time()
+        lease_clause, params = "", [outcome.status, outcome.reason, json.dumps(outcome.counts),
+                                    outcome.mrn, outcome.message_type, outcome.control_id, now,
+                                    outcome.message_id]
+        if owner is not None:
+            lease_clause = " AND lease_owner = ?"
+            params.append(owner)
         with self.transaction() as cur:
-            self._exec(cur, "UPDATE messages SET status = ?, reason = ?, counts = ?, mrn = ?, "
-                            "message_type = COALESCE(?, message_type), "
-                            "control_id = COALESCE(?, control_id), updated_at = ?, "
-                            "lease_owner = NULL, lease_until = NULL WHERE id = ?",
-                       (outcome.status, outcome.reason, json.dumps(outcome.counts),
-                        outcome.mrn, outcome.message_type, outcome.control_id, now,
-                        outcome.message_id))
+            updated = self._exec(
+                cur, "UPDATE messages SET status = ?, reason = ?, counts = ?, mrn = ?, "
+                "message_type = COALESCE(?, message_type), "
+                "control_id = COALESCE(?, control_id), updated_at = ?, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ?" + lease_clause,
+                params).rowcount
+            if not updated:
+                return False
             self._event(cur, "message", outcome.message_id, outcome.status, outcome.reason, now)
             for record in outcome.charges:
                 self._upsert_charge(cur, outcome.message_id, record, now)
+        return True
 
     def _upsert_charge(self, cur: Any, message_id: int, record: ChargeRecord, now: float) -> None:
         charge = record.charge

@@ -229,6 +229,18 @@ class TestClaimMessages:
 
 
 class TestCompleteMessage:
+    def test_processor_that_lost_its_lease_stores_nothing(self, store: SqlStore) -> None:
+        """Once a lease expired and another owner claimed the message, the first owner's
+        outcome is refused; the new owner's is stored."""
+        [mid] = _journal(store, 1)
+        store.claim_messages("a", 1, lease_seconds=0.05)
+        time.sleep(0.1)
+        assert [m.id for m in store.claim_messages("b", 1, lease_seconds=600)] == [mid]
+        assert store.complete_message(_outcome(mid, _queued("ch_late")), "a") is False
+        assert store.get_charge("ch_late") is None
+        assert store.complete_message(_outcome(mid, _queued("ch_new")), "b") is True
+        assert store.get_charge("ch_new") is not None
+
     def test_stores_charges_deliveries_and_events_at_once(self, store: SqlStore) -> None:
         """Completing a message stores its status, each charge, one delivery per
         destination and the events, and ends the message's lease."""
