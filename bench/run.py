@@ -55,6 +55,7 @@ class Scenario:
     idle: int = 0
     store_url: str | None = None  # None: SQLite in a temp dir; postgresql://: private schema
     nodes: int = 1
+    role: str = "all"  # "ingest": no processor, measures acknowledgement alone
 
 
 @dataclass(frozen=True)
@@ -185,15 +186,21 @@ def engine_run(messages: list[bytes], s: Scenario, tls: Tls | None) -> EngineRes
             config["destinations"] = []
             if s.tls and tls is not None:
                 config["channels"][0]["source"].update(tls_cert=tls.cert, tls_key=tls.key)
-            engine = EngineProcess(folder, config, node=f"node-{n + 1}")
+            engine = EngineProcess(folder, config, node=f"node-{n + 1}", role=s.role)
             engines.append(engine)
             stack.callback(engine.stop)
-            engine.start(timeout=120)
+            try:
+                engine.start(timeout=180)
+            except AssertionError as exc:
+                tail = engine.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{exc}\n--- engine log tail ---\n{tail}") from None
         ports = [e.ports["ehr_dft"] for e in engines]
         started = time.perf_counter()
         result = asyncio.run(run_load("127.0.0.1", ports, messages, s.connections,
                                       ssl_context=tls.client() if s.tls and tls else None,
                                       idle=s.idle))
+        if s.role == "ingest":
+            return EngineResult(result, 0.0, 0, {})
         done, charges, statuses = _wait_processed(url, len(messages))
         return EngineResult(result, done - started, charges, statuses)
 
@@ -255,7 +262,7 @@ def _timed_apply(mapping: Any, msgs: list[Any]) -> float:
 def default_suite(messages: int, pg_url: str | None) -> list[Scenario]:
     suite = [
         Scenario("SQLite", 8, messages),
-        Scenario("SQLite", 1, max(1000, messages // 4)),
+        Scenario("SQLite", 1, max(1000, messages * 3 // 10)),
         Scenario("SQLite, TLS", 8, messages // 2),
         Scenario("SQLite, 100 idle conns", 8, messages // 2, idle=100),
     ]
@@ -269,7 +276,7 @@ def default_suite(messages: int, pg_url: str | None) -> list[Scenario]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=20000,
+    parser.add_argument("--messages", type=int, default=10000,
                         help="Messages per run (the default suite uses fewer for slow runs).")
     parser.add_argument("--connections", default="8,1", help="Busy connections, comma list.")
     parser.add_argument("--tls", action="store_true", help="MLLP over TLS (engine and ceiling).")
@@ -284,6 +291,9 @@ def main() -> None:
                         help="PostgreSQL for the default suite's PostgreSQL rows.")
     parser.add_argument("--no-pg", action="store_true",
                         help="Leave PostgreSQL out of the default suite.")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="Run the engine with --role ingest (no processor): the "
+                        "acknowledgement path alone; no charges are made.")
     parser.add_argument("--no-mapping", action="store_true", help="Skip the mapping cost.")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -291,13 +301,15 @@ def main() -> None:
     if args.nodes > 1 and not (args.store_url or "").startswith("postgres"):
         raise SystemExit("--nodes > 1 needs --store-url postgresql://... (nodes share a store)")
 
-    custom = args.tls or args.idle or args.store_url or args.nodes > 1
+    custom = args.tls or args.idle or args.store_url or args.nodes > 1 or args.ingest_only
+    role = "ingest" if args.ingest_only else "all"
     if custom:
         label = ("PostgreSQL" if args.store_url else "SQLite") + (
+            ", ingest only" if args.ingest_only else "") + (
             f", {args.nodes} nodes" if args.nodes > 1 else "") + (", TLS" if args.tls else "") + (
             f", {args.idle} idle conns" if args.idle else "")
         scenarios = [Scenario(label, int(c), args.messages, tls=args.tls, idle=args.idle,
-                              store_url=args.store_url, nodes=args.nodes)
+                              store_url=args.store_url, nodes=args.nodes, role=role)
                      for c in args.connections.split(",")]
     else:
         pg = None if args.no_pg or not pg_reachable(args.pg_url) else args.pg_url
@@ -323,9 +335,11 @@ def main() -> None:
             r = got.load
             incomplete = "" if got.charges == s.messages * LINES else (
                 f" **{got.charges:,} of {s.messages * LINES:,} charges, {got.statuses}**")
+            charged = "- (no processor)" if s.role == "ingest" else (
+                f"{got.charges_after:.1f} ({s.messages / got.charges_after:,.0f} msg/s)"
+                f"{incomplete}")
             print(f"{head} engine | {r.rate:,.0f} | {r.percentile(50) * 1e3:.2f} | "
-                  f"{r.percentile(99) * 1e3:.2f} | {r.nacks} | {got.charges_after:.1f} "
-                  f"({s.messages / got.charges_after:,.0f} msg/s){incomplete} | "
+                  f"{r.percentile(99) * 1e3:.2f} | {r.nacks} | {charged} | "
                   f"{r.rate / base.rate:.2f} |", flush=True)
     if not args.no_mapping:
         parse_us, apply_us, both_us = mapping_cost()
