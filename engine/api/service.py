@@ -15,8 +15,7 @@ from typing import Any
 
 from engine.api import phi
 from engine.api.hl7_fields import segments
-from engine.pipeline.corrections import CANCEL_PREFIX
-from engine.store.records import FAILED, HELD, QUEUED, SENT, InboundRecord
+from engine.store.records import CANCEL_PREFIX, FAILED, HELD, QUEUED, SENT, InboundRecord
 
 MESSAGE_STATES = ("RECEIVED", "PROCESSED", "FILTERED", "ERROR")
 CHARGE_STATES = ("READY", "HELD", "QUEUED", "SENT", "FAILED")

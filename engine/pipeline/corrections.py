@@ -31,7 +31,16 @@ import structlog
 
 from engine.charge import Charge, Finding
 from engine.store.base import SqlStore
-from engine.store.records import FAILED, HELD, QUEUED, READY, SENT, ChargeRecord, DeliveryRow
+from engine.store.records import (
+    CANCEL_PREFIX,
+    FAILED,
+    HELD,
+    QUEUED,
+    READY,
+    SENT,
+    ChargeRecord,
+    DeliveryRow,
+)
 
 __all__ = ["CANCEL_PREFIX", "CORRECTS", "apply_corrections", "cancel_marker",
            "previous_result"]
@@ -40,11 +49,6 @@ log = structlog.get_logger("chargebridge.corrections")
 
 # Charge.source key: the charge_id a credit reverses.
 CORRECTS = "corrects"
-
-
-# Every cancelled original delivery's detail starts so; operators' resend and dead-letter
-# retries skip them (resending would bill a charge its credit reversed).
-CANCEL_PREFIX = "cancelled by credit "
 
 
 def cancel_marker(credit_id: str) -> str:

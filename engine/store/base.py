@@ -18,6 +18,7 @@ from typing import Any
 from engine.charge import Charge, Finding
 from engine.store import migrations
 from engine.store.records import (
+    CANCEL_PREFIX,
     ERROR,
     FAILED,
     HELD,
@@ -241,6 +242,10 @@ class SqlStore(ABC):
                               (charge.charge_id,)).fetchone()
         if existing is not None and existing[0] in (SENT, QUEUED):
             return
+        if existing is not None and self._exec(
+                cur, "SELECT 1 FROM deliveries WHERE charge_id = ? AND status = ? LIMIT 1",
+                (charge.charge_id, SENT)).fetchone() is not None:
+            return  # partly delivered: rewriting it would change what a destination billed
         data = json.dumps(charge.to_json_dict())
         findings = json.dumps([f.model_dump() for f in record.findings])
         params = (message_id, charge.source.get("channel", ""), record.status,
@@ -264,11 +269,21 @@ class SqlStore(ABC):
 
     def _queue_deliveries(self, cur: Any, charge_id: str, destinations: Sequence[str],
                           kind: str, now: float) -> None:
+        """Queue one delivery per destination. A delivery that exists stays as it is,
+        except a FAILED one (not cancelled by a credit): reprocessing after a fix or a
+        release sends it again."""
         for destination in destinations:
             self._exec(cur, "INSERT INTO deliveries (charge_id, destination, kind, status, "
                             "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT (charge_id, destination, kind) DO NOTHING",
-                       (charge_id, destination, kind, QUEUED, now, now, now))
+                            "ON CONFLICT (charge_id, destination, kind) DO UPDATE SET "
+                            "status = excluded.status, attempts = 0, "
+                            "next_attempt_at = excluded.next_attempt_at, batch_id = NULL, "
+                            "lease_owner = NULL, lease_until = NULL, detail = NULL, "
+                            "updated_at = excluded.updated_at "
+                            "WHERE deliveries.status = ? AND (deliveries.detail IS NULL OR "
+                            "deliveries.detail NOT LIKE ?)",
+                       (charge_id, destination, kind, QUEUED, now, now, now, FAILED,
+                        CANCEL_PREFIX + "%"))
 
     def release_message_lease(self, message_id: int) -> None:
         """Give a claimed message back (e.g. on shutdown before processing it)."""

@@ -11,6 +11,9 @@ from engine.charge import Charge, Finding
 RECEIVED, PROCESSED, FILTERED, ERROR = "RECEIVED", "PROCESSED", "FILTERED", "ERROR"
 # Charge states: READY -> HELD | QUEUED -> SENT | FAILED.
 READY, HELD, QUEUED, SENT, FAILED = "READY", "HELD", "QUEUED", "SENT", "FAILED"
+# A FAILED delivery whose detail starts so was cancelled by a credit before it was sent:
+# it must never be queued again (that would bill a charge its credit reversed).
+CANCEL_PREFIX = "cancelled by credit "
 
 
 @dataclass

@@ -228,6 +228,29 @@ class TestClaimMessages:
         assert sorted(every) == sorted(ids)
 
 
+class TestReprocessAfterFailure:
+    def test_failed_charge_is_delivered_again_after_reprocessing(self, store: SqlStore) -> None:
+        """Reprocessing a message whose charge FAILED queues its delivery again; a delivery
+        a credit cancelled stays FAILED; a partly sent charge is not rewritten."""
+        [mid] = _journal(store, 1)
+        store.complete_message(_outcome(mid, _queued("ch_f", "d1"), _queued("ch_c", "d1"),
+                                        _queued("ch_p", "d1", "d2")))
+        rows = {(r.charge_id, r.destination): r.id
+                for d in ("d1", "d2") for r in store.claim_deliveries(d, "n", 10, 60)}
+        store.finish_deliveries([
+            DeliveryUpdate(rows[("ch_f", "d1")], FAILED, "claim data error"),
+            DeliveryUpdate(rows[("ch_c", "d1")], FAILED, "cancelled by credit x before it"),
+            DeliveryUpdate(rows[("ch_p", "d1")], SENT),
+            DeliveryUpdate(rows[("ch_p", "d2")], FAILED, "400")])
+        assert store.requeue_message(mid, "op")
+        store.complete_message(_outcome(mid, _queued("ch_f", "d1"), _queued("ch_c", "d1"),
+                                        _queued("ch_p", "d1", "d2", amount="1.00")))
+        statuses = {(d["destination"], d["status"]) for d in store.deliveries_for_charge("ch_f")}
+        assert statuses == {("d1", QUEUED)}
+        assert [d["status"] for d in store.deliveries_for_charge("ch_c")] == [FAILED]
+        found = store.get_charge("ch_p")
+        assert found is not None and str(found[0].amount) == "125.00"
+
 class TestCompleteMessage:
     def test_processor_that_lost_its_lease_stores_nothing(self, store: SqlStore) -> None:
         """Once a lease expired and another owner claimed the message, the first owner's
