@@ -102,9 +102,12 @@ class SqlStore(ABC):
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        """One database transaction on this thread's connection."""
+    def transaction(self, read_only: bool = False) -> Iterator[Any]:
+        """One database transaction on this thread's connection. `read_only` lets a
+        backend avoid taking the write lock (SQLite: a deferred BEGIN)."""
         conn = self._conn()
+        if read_only and hasattr(conn, "deferred_begin"):
+            conn.deferred_begin = True
         try:
             cur = conn.cursor()
             yield cur
@@ -118,7 +121,8 @@ class SqlStore(ABC):
         return cur
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self.transaction() as cur:
+        """Run one SELECT in a read-only transaction."""
+        with self.transaction(read_only=True) as cur:
             return list(self._exec(cur, sql, params).fetchall())
 
     def close(self) -> None:

@@ -93,10 +93,13 @@ class _AutoBegin:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._open = False
+        # Set for one transaction by SqlStore.transaction(read_only=True): a deferred BEGIN
+        # reads a WAL snapshot without waiting for (or blocking) writers.
+        self.deferred_begin = False
 
     def cursor(self) -> sqlite3.Cursor:
         if not self._open:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN" if self.deferred_begin else "BEGIN IMMEDIATE")
             self._open = True
         return self._conn.cursor()
 
@@ -104,11 +107,13 @@ class _AutoBegin:
         if self._open:
             self._conn.execute("COMMIT")
             self._open = False
+        self.deferred_begin = False
 
     def rollback(self) -> None:
         if self._open:
             self._conn.execute("ROLLBACK")
             self._open = False
+        self.deferred_begin = False
 
     def close(self) -> None:
         self._conn.close()
