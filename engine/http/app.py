@@ -46,7 +46,7 @@ def build_app(state: EngineState, routers: list[Any] | None = None) -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the store answers and every enabled source is listening."""
         try:
-            state.store.count_by_status("messages")
+            state.store.ping()
             store_ok = True
         except Exception:
             store_ok = False

@@ -125,6 +125,10 @@ class SqlStore(ABC):
         with self.transaction(read_only=True) as cur:
             return list(self._exec(cur, sql, params).fetchall())
 
+    def ping(self) -> None:
+        """A cheap round trip (readiness probes); raises when the database is unreachable."""
+        self._query("SELECT 1")
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

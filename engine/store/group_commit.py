@@ -45,6 +45,14 @@ class GroupCommitter:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
 
+    @staticmethod
+    def _fail(futures: list[Future[JournalOutcome]], exc: Exception) -> None:
+        """Tell waiters their message was NOT journaled (they answer with no ACK)."""
+        log.error("store.journal_failed", error=type(exc).__name__, count=len(futures))
+        for future in futures:
+            if not future.cancelled():
+                future.set_exception(exc)
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
@@ -65,11 +73,19 @@ class GroupCommitter:
             futures: list[Future[JournalOutcome]] = [item[1] for item in batch]  # type: ignore[index]
             try:
                 outcomes = self.store.journal(records)
-            except BaseException as exc:  # every waiter must hear about the failure
-                log.error("store.journal_failed", error=type(exc).__name__, count=len(batch))
-                for future in futures:
+            except Exception as exc:
+                if len(batch) == 1:
+                    self._fail(futures, exc)
+                    continue
+                # One bad record must not fail its neighbours: journal each on its own.
+                for record, future in zip(records, futures, strict=True):
+                    try:
+                        [outcome] = self.store.journal([record])
+                    except Exception as one_exc:
+                        self._fail([future], one_exc)
+                        continue
                     if not future.cancelled():
-                        future.set_exception(exc)
+                        future.set_result(outcome)
                 continue
             for future, outcome in zip(futures, outcomes, strict=True):
                 if not future.cancelled():
