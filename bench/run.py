@@ -8,8 +8,8 @@ one Markdown table; docs/benchmarks.md records the figures.
 
 Without options, the default suite: SQLite over 8 and 1 connections, TLS over 8, 100
 idle + 8 busy connections, and (when the PostgreSQL at --pg-url answers) PostgreSQL with
-one node and two nodes. With --tls, --idle, --store-url or --nodes, one configuration
-is measured for each of --connections.
+one node and two nodes. With --tls, --idle, --store-url or --nodes, (or --connections alone)
+one configuration is measured for each of --connections.
 
     python -m bench.run                      # the default suite (a few minutes)
     python -m bench.run --tls --connections 8 --messages 20000
@@ -278,7 +278,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10000,
                         help="Messages per run (the default suite uses fewer for slow runs).")
-    parser.add_argument("--connections", default="8,1", help="Busy connections, comma list.")
+    parser.add_argument("--connections", default=None,
+                        help="Busy connections, comma list (default 8,1); given alone, "
+                        "measures plain SQLite for each.")
     parser.add_argument("--tls", action="store_true", help="MLLP over TLS (engine and ceiling).")
     parser.add_argument("--idle", type=int, default=0,
                         help="Idle connections opened before the load and held open.")
@@ -301,7 +303,8 @@ def main() -> None:
     if args.nodes > 1 and not (args.store_url or "").startswith("postgres"):
         raise SystemExit("--nodes > 1 needs --store-url postgresql://... (nodes share a store)")
 
-    custom = args.tls or args.idle or args.store_url or args.nodes > 1 or args.ingest_only
+    custom = (args.tls or args.idle or args.store_url or args.nodes > 1 or args.ingest_only
+              or args.connections is not None)
     role = "ingest" if args.ingest_only else "all"
     if custom:
         label = ("PostgreSQL" if args.store_url else "SQLite") + (
@@ -310,7 +313,7 @@ def main() -> None:
             f", {args.idle} idle conns" if args.idle else "")
         scenarios = [Scenario(label, int(c), args.messages, tls=args.tls, idle=args.idle,
                               store_url=args.store_url, nodes=args.nodes, role=role)
-                     for c in args.connections.split(",")]
+                     for c in (args.connections or "8,1").split(",")]
     else:
         pg = None if args.no_pg or not pg_reachable(args.pg_url) else args.pg_url
         scenarios = default_suite(args.messages, pg)
