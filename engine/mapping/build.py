@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from engine.mapping.targets import unwrap_optional
 
-__all__ = ["data_copier", "model_builder", "model_skeleton"]
+__all__ = ["data_copier", "model_builder", "model_skeleton", "simple_model"]
 
 _setattr = object.__setattr__
 # The instance layout model_construct fills; when pydantic changes it, fall back to it.
@@ -51,7 +51,7 @@ def model_skeleton(model: type[BaseModel]) -> Callable[[], dict[str, Any]]:
     return make
 
 
-def _simple(model: type[BaseModel]) -> bool:
+def simple_model(model: type[BaseModel]) -> bool:
     """True when an instance is just its field dict plus pydantic's bookkeeping slots."""
     return (
         tuple(BaseModel.__slots__) == _LAYOUT
@@ -63,7 +63,7 @@ def _simple(model: type[BaseModel]) -> bool:
 
 def _assembler(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
     """Make an instance from a complete, typed field dict (what model_construct does)."""
-    if not _simple(model):
+    if not simple_model(model):
         return lambda values: model.model_construct(**values)
     # Shared on purpose: it already names every field, so pydantic's only mutation of it
     # (adding a field name on attribute assignment) never changes it.
@@ -94,7 +94,7 @@ def model_builder(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
             if isinstance(item, type) and issubclass(item, BaseModel):
                 items.append((name, model_builder(item)))
     assemble = _assembler(model)
-    if not subs and not items and _simple(model):
+    if not subs and not items and simple_model(model):
         # A leaf model (Address, Diagnosis ...): assembling is all there is to do.
         return assemble
 

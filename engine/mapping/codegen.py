@@ -12,18 +12,26 @@ calls that field's reference getter. tests/mapping checks both paths give equal 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
+import typing
 from collections.abc import Callable
+from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from engine.charge import make_charge_id
+from pydantic import BaseModel
+
+from engine.charge import Charge, make_charge_id
 from engine.errors import MappingError
 from engine.hl7.encoding import unescape
-from engine.hl7.path import ALL, Path
+from engine.hl7.path import ALL, Path, compile_path
 from engine.mapping.accessors import ItemScope, LineSource
+from engine.mapping.build import model_builder, simple_model
 from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
-from engine.mapping.convert import NORMALIZERS, to_target
+from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
+from engine.mapping.targets import unwrap_optional
 
 if TYPE_CHECKING:
     from engine.mapping.mapping import CompiledMapping
@@ -176,14 +184,8 @@ class _Generator:
             self.w.emit(f"{out} = {bound}.first({ctx.obj})")
             self.w.remember(key, out)
             return out
-        first, fields = self._fields(ctx, path.seg)
+        first, raw = self._raw(ctx, path)
         number = path.field
-        raw_key = ("raw", key[1], path.seg, number)
-        raw = self.w.cached(raw_key)
-        if raw is None:
-            raw = self.w.var("r")
-            self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
-            self.w.remember(raw_key, raw)
         # The repetition, then the component list, each computed once per field.
         rep_key = ("rep", key[1], path.seg, number, path.rep)
         rep = self.w.cached(rep_key)
@@ -225,6 +227,53 @@ class _Generator:
         self.w.remember(key, out)
         return out
 
+    def _raw(self, ctx: _Ctx, path: Path) -> tuple[str, str]:
+        """(segment var, variable with the path's whole field as sent) in `ctx`."""
+        first, fields = self._fields(ctx, path.seg)
+        number = path.field
+        raw_key = ("raw", self._owner(ctx, path.seg).serial, path.seg, number)
+        raw = self.w.cached(raw_key)
+        if raw is None:
+            raw = self.w.var("r")
+            self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
+            self.w.remember(raw_key, raw)
+        return first, raw
+
+    def _all(self, ctx: _Ctx, path: Path, out: str) -> None:
+        """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline."""
+        w = self.w
+        if path.seg_index != 0 or path.rep != ALL or (path.seg == "MSH" and path.field <= 2):
+            w.emit(f"{out} = {w.bind(path, 'p')}.all({ctx.obj})")
+            return
+        first, raw = self._raw(ctx, path)
+        w.emit(f"{out} = []")
+        w.emit(f"if {raw}:")
+        with w.block():
+            w.emit(f"for _rv in ({raw}.split(_R) if _R in {raw} else ({raw},)):")
+            with w.block():
+                w.emit("if _C in _rv:")
+                with w.block():
+                    w.emit("_cl = _rv.split(_C)")
+                    w.emit(f"_rv = _cl[{path.comp}] if {path.comp} < len(_cl) else ''")
+                if path.comp:
+                    w.emit("else:")
+                    with w.block():
+                        w.emit("continue")
+                w.emit("if not _rv:")
+                with w.block():
+                    w.emit("continue")
+                w.emit("if _S in _rv or _E in _rv or _rv == '\"\"':")
+                with w.block():
+                    w.emit(f"_rv = _finish_value(_rv, {path.sub}, _enc, {first}.codec)")
+                    w.emit("if _rv is None:")
+                    with w.block():
+                        w.emit("continue")
+                if path.sub:
+                    w.emit("else:")
+                    with w.block():
+                        w.emit("continue")
+                w.emit(f"{out}.append(_rv)")
+
     def _owner(self, ctx: _Ctx, seg: str) -> _Ctx:
         owner = ctx
         while owner.kind == "item" and seg != owner.item_segment:
@@ -238,12 +287,11 @@ class _Generator:
         out = self.w.var()
         if parts.is_list:
             # Many values: every value of the first alternative that has any.
-            calls = [f"{self.w.bind(p, 'p')}.all({ctx.obj})" for p in paths]
-            self.w.emit(f"{out} = {calls[0]}")
-            for call in calls[1:]:
+            self._all(ctx, paths[0], out)
+            for path in paths[1:]:
                 self.w.emit(f"if not {out}:")
                 with self.w.block():
-                    self.w.emit(f"{out} = {call}")
+                    self._all(ctx, path, out)
             return out
         values = [self._path_value(ctx, p) for p in paths]
         if len(values) == 1:
@@ -330,13 +378,54 @@ class _Generator:
         """Convert in place; a ValueError holds the charge and makes the value STOP."""
         self.w.emit("try:")
         with self.w.block():
-            self.w.emit(f"{var} = {self.w.bind(parts.convert, 'cv')}({var})")
+            self._convert_value(var, parts.convert)
             if parts.retarget is not None:
                 self.w.emit(f"{var} = _to_target({var}, {self.w.bind(parts.retarget, 'n')})")
         self.w.emit("except ValueError as _exc:")
         with self.w.block():
             self.w.emit(f"{self.w.bind(parts.bad, 'bad')}(line, {var}, _exc)")
             self.w.emit(f"{var} = STOP")
+
+    def _convert_value(self, var: str, convert: Any) -> None:
+        """`var = convert(var)`, the common text shapes written inline: the converter itself
+        runs only for other values (and raises the ValueError the caller reports)."""
+        cv = self.w.bind(convert, "cv")
+        w = self.w
+        if convert is TYPES["string"]:
+            w.emit(f"if type({var}) is not str:")
+            with w.block():
+                w.emit(f"{var} = {cv}({var})")
+        elif convert is TYPES["date"]:
+            # _date's YYYYMMDD branch (surrounding blanks make it take the general one).
+            w.emit(f"if type({var}) is str and len({var}) == 8 and {var}.isdigit():")
+            with w.block():
+                w.emit(f"{var} = _date(int({var}[:4]), int({var}[4:6]), int({var}[6:8]))")
+            w.emit("else:")
+            with w.block():
+                w.emit(f"{var} = {cv}({var})")
+        elif convert is TYPES["decimal"] or convert is TYPES["money"]:
+            money = convert is TYPES["money"]
+            text = (f"{var}.strip().lstrip('$').strip().replace(',', '')" if money
+                    else f"{var}.strip().replace(',', '')")
+            w.emit("_dec = None")
+            w.emit(f"if type({var}) is str:")
+            with w.block():
+                w.emit("try:")
+                with w.block():
+                    w.emit(f"_dec = _Decimal({text})")
+                    if money:
+                        w.emit("_dec = _dec.quantize(_CENT) if _dec.is_finite() else None")
+                w.emit("except _InvalidOperation:")
+                with w.block():
+                    w.emit("_dec = None")
+            w.emit("if _dec is not None and _dec.is_finite():")
+            with w.block():
+                w.emit(f"{var} = _dec")
+            w.emit("else:")
+            with w.block():
+                w.emit(f"{var} = {cv}({var})")
+        else:
+            w.emit(f"{var} = {cv}({var})")
 
     def _field(self, ctx: _Ctx, parts: FieldParts) -> str:
         steps, lookup, convert = parts.steps, parts.lookup, parts.convert
@@ -478,14 +567,13 @@ class _Generator:
         assert parts.inner is not None and parts.skeleton is not None
         values = self.value(ctx, parts.inner)
         out = self.w.var()
-        skeleton = self.w.bind(parts.skeleton, "sk")
         key = self.w.bind(parts.key, "n")
         self.w.emit(f"if {values} and {values} is not STOP:")
         with self.w.block():
             self.w.emit(f"{out} = []")
             self.w.emit(f"for _value in {values}:")
             with self.w.block():
-                self.w.emit(f"_rec = {skeleton}()")
+                self.w.emit(f"_rec = {self._fresh(parts.skeleton)}")
                 self.w.emit(f"_rec[{key}] = _value")
                 self.w.emit(f"{out}.append(_rec)")
         self.w.emit("else:")
@@ -496,6 +584,13 @@ class _Generator:
             else:
                 self.w.emit(f"{out} = None")
         return out
+
+    def _fresh(self, skeleton: Callable[[], dict[str, Any]]) -> str:
+        """An expression making a new record: a flat one is a copy of one made at load."""
+        sample = skeleton()
+        if all(v is None or type(v) in (str, int, bool) for v in sample.values()):
+            return f"{self.w.bind(sample, 'sk')}.copy()"
+        return f"{self.w.bind(skeleton, 'sk')}()"
 
     def _each(self, ctx: _Ctx, parts: FieldParts) -> str:
         """compiler `_each` for HL7: one record per segment, in order_by order."""
@@ -596,6 +691,8 @@ class _Generator:
         w.emit("seen_ids = set()")
         w.emit("source_base = {'channel': channel, 'control_id': control_id, "
                "'mapping': NAME, 'mapping_version': VERSION, 'mapping_hash': HASH}")
+        # make_charge_id(channel, control_id or input, line_id), its hash started per message.
+        w.emit("id_prefix = _sha256(f'{channel}\\x1f{control_id or INPUT}\\x1f'.encode())")
         w.emit("for index, group in enumerate(groups, 1):")
         with w.block():
             self._line_body()
@@ -610,7 +707,9 @@ class _Generator:
             "HASH": m.file_hash, "MESSAGE_FILTERS": m.message_filters, "M": m,
             "MappingResult": _result_type(), "COPY": m.copy_data,
             "EARLY": m.early_filters, "LATE": m.late_filters, "RULES": m.rules,
-            "_charge_id": make_charge_id,
+            "_charge_id": make_charge_id, "_date": date, "_Decimal": Decimal,
+            "_InvalidOperation": InvalidOperation, "_CENT": _CENT, "_sha256": hashlib.sha256,
+            "INPUT": m.input, "_sa": object.__setattr__, "_MappedCharge": _mapped_charge_type(),
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -634,7 +733,12 @@ class _Generator:
         w.emit("ls = _new(_LineSource)")
         w.emit("ls.own = _own")
         w.emit("ls.message = msg")
-        w.emit("_set_id = _segs[0].get(1)")
+        line_ctx = _Ctx("line", "ls")
+        if m.iterate == "MSH":
+            w.emit("_set_id = _segs[0].get(1)")
+        else:
+            # The anchor is the group's first `iterate` segment: its set id, read once.
+            w.emit(f"_set_id = {self._path_value(line_ctx, compile_path(f'{m.iterate}-1'))}")
         w.emit("line_id = str(_set_id) if _set_id else str(index)")
         w.emit("if line_id in seen_ids:")
         with w.block():
@@ -643,7 +747,6 @@ class _Generator:
         w.emit("ns = base_ns.copy()")
         w.emit("ns['line'] = index")
         w.emit("ns['hl7'] = ls.get")
-        line_ctx = _Ctx("line", "ls")
         if m.early_filters:
             w.emit("_reason = None")
             for i, flt in enumerate(m.early_filters):
@@ -687,7 +790,63 @@ class _Generator:
         with w.block():
             w.emit("dropped.append((line_id, _reason))")
             w.emit("continue")
-        w.emit("charges.append(M._finish(line, line_id, index, control_id, source_base))")
+        self._finish()
+
+    def _finish(self) -> None:
+        """mapping `_finish` written out: the charge id from the message's hash prefix, the
+        provenance, and the models assembled from the already typed dict."""
+        w = self.w
+        w.emit("_tt = data['transaction_type']")
+        w.emit("if _tt != 'charge' and _tt != 'credit':")
+        with w.block():
+            w.emit("charges.append(M._finish(line, line_id, index, control_id, source_base))")
+            w.emit("continue")
+        w.emit("_dg = data['diagnoses']")
+        w.emit("if _dg:")
+        with w.block():
+            # A diagnosis without a code (an empty DG1-3) is no diagnosis.
+            w.emit("data['diagnoses'] = [_d for _d in _dg if type(_d) is not dict "
+                   "or _d.get('code')]")
+        w.emit("_h = id_prefix.copy()")
+        w.emit("_h.update(line_id.encode())")
+        w.emit("data['charge_id'] = 'ch_' + _h.hexdigest()[:24]")
+        w.emit("data['source'] = {**source_base, 'line': index, 'line_id': line_id}")
+        charge = self._assemble(Charge, "data")
+        w.emit(f"charges.append(_MappedCharge({charge}, line.findings, {{}}))")
+
+    def _assemble(self, model: type[BaseModel], src: str) -> str:
+        """Emit model_builder(model)(src) unrolled; returns the variable with the model."""
+        w = self.w
+        if not simple_model(model):
+            out = w.var("m")
+            w.emit(f"{out} = {w.bind(model_builder(model), 'b')}({src})")
+            return out
+        for name, info in model.model_fields.items():
+            annotation = unwrap_optional(info.annotation)
+            key = f"{src}[{w.bind(name, 'n')}]"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                sub = w.var("d")
+                w.emit(f"{sub} = {key}")
+                w.emit(f"if type({sub}) is dict:")
+                with w.block():
+                    built = self._assemble(annotation, sub)
+                    w.emit(f"{key} = {built}")
+            elif typing.get_origin(annotation) is list:
+                (item,) = typing.get_args(annotation)
+                if isinstance(item, type) and issubclass(item, BaseModel):
+                    build = w.bind(model_builder(item), "b")
+                    w.emit(f"if {key}:")
+                    with w.block():
+                        w.emit(f"{key} = [{build}(_x) if type(_x) is dict else _x "
+                               f"for _x in {key}]")
+        out = w.var("m")
+        fields_set = w.bind(set(model.model_fields), "fs")
+        w.emit(f"{out} = _new({w.bind(model, 'cls')})")
+        w.emit(f"_sa({out}, '__dict__', {src})")
+        w.emit(f"_sa({out}, '__pydantic_fields_set__', {fields_set})")
+        w.emit(f"_sa({out}, '__pydantic_extra__', None)")
+        w.emit(f"_sa({out}, '__pydantic_private__', None)")
+        return out
 
 
 def _finish_value(value: str, sub: int, enc: Any, codec: str) -> str | None:
@@ -715,6 +874,12 @@ def _message_filters(filters: list[Any], msg: Any, ns: dict[str, Any]) -> str | 
         if reason is not None:
             return f"{flt.name}: {reason}"
     return None
+
+
+def _mapped_charge_type() -> Any:
+    from engine.mapping.mapping import MappedCharge
+
+    return MappedCharge
 
 
 def _result_type() -> Any:

@@ -98,7 +98,10 @@ def _decimal(value: Any) -> Decimal:
 
 def _money(value: Any) -> Decimal:
     text = value.strip().lstrip("$") if isinstance(value, str) else value
-    return _decimal(text).quantize(_CENT)
+    try:
+        return _decimal(text).quantize(_CENT)
+    except InvalidOperation:  # more digits than a decimal context holds
+        raise ValueError("too large an amount") from None
 
 
 def _integer(value: Any) -> int:

@@ -140,6 +140,36 @@ def test_random_ft1_values_map_the_same_both_ways(mappings: dict[str, CompiledMa
         _assert_same(mappings[name], raw)
 
 
+_TYPED = st.sampled_from([
+    "20240315", "20240230", "20241301", " 20240315", "2024031", "2024-03-15", "202403151430",
+    "0", "1", "12.5", " 7 ", "1,000", "$12.345", "$ 3", "-4.00", "1e3", "1e999999", "NaN",
+    "Infinity", "-inf", "1_000", "\u0663", "\u00b2", "abc", "", '""', "1^2", "3&4", "5~6",
+])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_typed_ft1_values_map_the_same_both_ways(mappings: dict[str, CompiledMapping],
+                                                 data: st.DataObject) -> None:
+    """Dates, units, amounts, set ids and repeated fields of odd shapes agree on both paths."""
+    segments = []
+    for set_id in range(1, data.draw(st.integers(1, 3)) + 1):
+        segment = ft1(set_id, date=data.draw(_TYPED), units=data.draw(_TYPED),
+                      amount=data.draw(_TYPED), kind=data.draw(st.sampled_from(["CG", "CD"])),
+                      modifiers=data.draw(st.sampled_from(["", "25~59", "25&x~\\T\\", '""~26',
+                                                           "^25~59^x"])),
+                      dx=data.draw(st.sampled_from(["E11.9~I10", "", '""~I10', "E11&1~^x~I10",
+                                                    "A\\S\\B"])))
+        fields = segment.split("|")
+        fields[1] = data.draw(st.sampled_from([str(set_id), "", "1", '""', "2^x", "3&y", "4~5"]))
+        fields[12] = data.draw(_TYPED)
+        segments.append("|".join(fields))
+    raw = "\r".join([MSH.format(control="TYPED"), PID, PV1, *segments,
+                     IN1.format(n=1, payer="00621", name="Plan", member="M")]) + "\r"
+    for name in NAMES:
+        _assert_same(mappings[name], raw)
+
+
 def test_failing_lookup_fails_both_ways(tmp_path: Path) -> None:
     """A `missing: fail` lookup raises the same MappingError on the fast path."""
     write(tmp_path, "tables/codes.csv", "code,cpt\nA1,99213\n")
