@@ -75,13 +75,18 @@ def build_processor(config: EngineConfig, store: SqlStore, destinations: dict[st
 class ProcessingWorkers:
     """The processor and delivery loops of one node, each on its own thread."""
 
-    def __init__(self, config: EngineConfig, store: SqlStore, node: str) -> None:
+    def __init__(self, config: EngineConfig, store: SqlStore, node: str,
+                 process_store: SqlStore | None = None) -> None:
         self.owner = f"{node}:process"
         self.store = store
+        # Mapping results may be committed without an fsync each: the raw message is
+        # already durable and re-processing it is idempotent (deterministic charge ids),
+        # so a power loss costs a re-run, never a charge. Deliveries keep full durability.
+        self.process_store = process_store or store
         store.release_leases(self.owner)
         self.destinations = build_destinations(config, store)
-        self.processor, self.registry = build_processor(config, store, self.destinations,
-                                                        self.owner)
+        self.processor, self.registry = build_processor(config, self.process_store,
+                                                        self.destinations, self.owner)
         self.runner = DeliveryRunner(store, list(self.destinations.values()), owner=self.owner)
         self.stopping = threading.Event()
         self.node = node
@@ -117,7 +122,7 @@ class ProcessingWorkers:
                     log.warning("mapping.reload_refused", detail=problem)
             if not handled:
                 self.stopping.wait(0.02)
-        self.store.close()
+        self.process_store.close()
 
     def _upkeep_loop(self) -> None:
         """Heartbeat every 2 s; retention pruning (small batches) every minute."""
@@ -159,7 +164,8 @@ def run_process_role(config: EngineConfig, node: str = "node-1") -> None:
     _die_with_parent()
     store = open_store(config.store.url, fsync=config.store.fsync,
                        base_dir=str(config.base_dir))
-    workers = ProcessingWorkers(config, store, node)
+    process_store = open_store(config.store.url, fsync=False, base_dir=str(config.base_dir))
+    workers = ProcessingWorkers(config, store, node, process_store)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
