@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from engine.mapping.targets import unwrap_optional
 
-__all__ = ["data_copier", "model_builder", "model_skeleton", "simple_model"]
+__all__ = ["copy_list", "data_copier", "model_builder", "model_skeleton", "simple_model"]
 
 _setattr = object.__setattr__
 # The instance layout model_construct fills; when pydantic changes it, fall back to it.
@@ -110,7 +110,7 @@ def model_builder(model: type[BaseModel]) -> Callable[[dict[str, Any]], Any]:
     return build
 
 
-def _copy_list(value: list[Any]) -> list[Any]:
+def copy_list(value: list[Any]) -> list[Any]:
     if not value or type(value[0]) is not dict:
         return list(value)
     out = []
@@ -142,7 +142,7 @@ def data_copier(model: type[BaseModel]) -> Callable[[dict[str, Any]], dict[str, 
             if type(value) is dict:
                 out[name] = sub(value)
         for name in lists:
-            out[name] = _copy_list(out[name])
+            out[name] = copy_list(out[name])
         return out
 
     return copy

@@ -28,7 +28,7 @@ from engine.errors import MappingError
 from engine.hl7.encoding import unescape
 from engine.hl7.path import ALL, Path, compile_path
 from engine.mapping.accessors import ItemScope, LineSource
-from engine.mapping.build import model_builder, simple_model
+from engine.mapping.build import copy_list, model_builder, simple_model
 from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
 from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
 from engine.mapping.targets import unwrap_optional
@@ -709,7 +709,8 @@ class _Generator:
             "EARLY": m.early_filters, "LATE": m.late_filters, "RULES": m.rules,
             "_charge_id": make_charge_id, "_date": date, "_Decimal": Decimal,
             "_InvalidOperation": InvalidOperation, "_CENT": _CENT, "_sha256": hashlib.sha256,
-            "INPUT": m.input, "_sa": object.__setattr__, "_MappedCharge": _mapped_charge_type(),
+            "INPUT": m.input, "_sa": object.__setattr__, "_copy_list": copy_list,
+            "_MappedCharge": _mapped_charge_type(),
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -767,7 +768,7 @@ class _Generator:
             with w.block():
                 w.emit("dropped.append((line_id, _reason))")
                 w.emit("continue")
-        w.emit("data = COPY(template)")
+        self._copy(Charge, "template", "data")
         w.emit("ns['charge'] = data")
         w.emit("line = _Line(data, ns, False)")
         w.emit("if static_findings:")
@@ -813,6 +814,25 @@ class _Generator:
         w.emit("data['source'] = {**source_base, 'line': index, 'line_id': line_id}")
         charge = self._assemble(Charge, "data")
         w.emit(f"charges.append(_MappedCharge({charge}, line.findings, {{}}))")
+
+    def _copy(self, model: type[BaseModel], src: str, out: str) -> None:
+        """`out = data_copier(model)(src)` unrolled: nested dicts and lists copied, parts
+        already built into models shared."""
+        w = self.w
+        w.emit(f"{out} = {src}.copy()")
+        for name, info in model.model_fields.items():
+            annotation = unwrap_optional(info.annotation)
+            key = f"{out}[{w.bind(name, 'n')}]"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                sub = w.var("d")
+                w.emit(f"{sub} = {key}")
+                w.emit(f"if type({sub}) is dict:")
+                with w.block():
+                    copied = w.var("d")
+                    self._copy(annotation, sub, copied)
+                    w.emit(f"{key} = {copied}")
+            elif typing.get_origin(annotation) is list:
+                w.emit(f"{key} = _copy_list({key})")
 
     def _assemble(self, model: type[BaseModel], src: str) -> str:
         """Emit model_builder(model)(src) unrolled; returns the variable with the model."""
