@@ -3,13 +3,24 @@ connection per thread, and row claiming under BEGIN IMMEDIATE."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.store.base import _MESSAGE_COLUMNS, SqlStore, _message
-from engine.store.records import QUEUED, RECEIVED, DeliveryRow, StoredMessage
+from engine.store.records import (
+    ERROR,
+    QUEUED,
+    RECEIVED,
+    DeliveryRow,
+    InboundRecord,
+    JournalOutcome,
+    StoredMessage,
+)
 
 
 class SqliteStore(SqlStore):
@@ -35,6 +46,66 @@ class SqliteStore(SqlStore):
 
     def _sql(self, sql: str) -> str:
         return sql
+
+    def journal(self, records: Sequence[InboundRecord]) -> list[JournalOutcome]:
+        """SqlStore.journal's contract, in a handful of statements per group: one duplicate
+        lookup per sender, then the messages and their events with executemany. (The
+        group commit runs this on every ACK's path.)"""
+        now = time.time()
+        wanted: dict[tuple[str, str, float], set[str]] = defaultdict(set)
+        for rec in records:
+            if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
+                wanted[(rec.channel, rec.sender, rec.duplicate_window_seconds)].add(
+                    rec.control_id)
+        out: list[JournalOutcome | None] = [None] * len(records)
+        with self.transaction() as cur:
+            originals: dict[tuple[str, str, str], tuple[int, str]] = {}
+            for (channel, sender, window), control_ids in wanted.items():
+                ids = sorted(control_ids)
+                rows = cur.execute(
+                    "SELECT id, status, control_id FROM messages WHERE channel = ? AND "
+                    f"sender = ? AND control_id IN ({','.join('?' * len(ids))}) AND "
+                    "+received_at >= ? AND status <> ?",
+                    (channel, sender, *ids, now - window, ERROR)).fetchall()
+                for message_id, status, control_id in sorted(rows):  # the first one counts
+                    originals.setdefault((channel, sender, control_id), (message_id, status))
+            inserts: list[int] = []
+            first_in_batch: dict[tuple[str, str, str], int] = {}
+            later: list[tuple[int, int]] = []  # (record index, index of its first copy)
+            for i, rec in enumerate(records):
+                if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
+                    key = (rec.channel, rec.sender, rec.control_id)
+                    if key in originals:
+                        out[i] = JournalOutcome(originals[key][0], True, originals[key][1])
+                        continue
+                    if key in first_in_batch:
+                        later.append((i, first_in_batch[key]))
+                        continue
+                    first_in_batch[key] = i
+                inserts.append(i)
+            if inserts:
+                cur.executemany(
+                    "INSERT INTO messages (channel, transport, peer, sender, control_id, "
+                    "message_type, status, reason, received_at, updated_at, raw, meta) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(r.channel, r.transport, r.peer, r.sender, r.control_id,
+                      r.message_type, r.status, r.reason, now, now, r.raw, json.dumps(r.meta))
+                     for r in (records[i] for i in inserts)])
+                # One writer inside BEGIN IMMEDIATE: AUTOINCREMENT ids are consecutive.
+                last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
+                first = last - len(inserts) + 1
+                for offset, i in enumerate(inserts):
+                    out[i] = JournalOutcome(first + offset, False, records[i].status)
+                cur.executemany(
+                    "INSERT INTO events (at, entity, entity_id, status, reason) "
+                    "VALUES (?, 'message', ?, ?, ?)",
+                    [(now, str(first + offset), records[i].status, records[i].reason)
+                     for offset, i in enumerate(inserts)])
+            for i, original in later:
+                done = out[original]
+                assert done is not None
+                out[i] = JournalOutcome(done.message_id, True, done.status)
+        return [o for o in out if o is not None]
 
     def claim_messages(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
         now = time.time()
