@@ -59,22 +59,46 @@ class Processor:
         # message_hooks: callables (stored, msg, plan) -> MessageOutcome | None, tried first
         # (ADT context updates, FHIR resources): a hook that answers owns the message.
         self.message_hooks = list(message_hooks or [])
+        # Duplicate keys of charges decided in this batch but not yet committed.
+        self._pending_keys: set[str] = set()
 
     def run_once(self, limit: int = 50) -> int:
-        """Claim and process one batch; returns how many messages were processed."""
+        """Claim and process one batch; returns how many messages were processed.
+
+        The batch's outcomes are stored together in one transaction. A message with a
+        credit needs what came before it committed (corrections look up the charge it
+        reverses), so the outcomes before it are stored first and it is decided again.
+        """
         claimed = self.store.claim_messages(self.owner, limit, lease_seconds=120.0)
+        pending: list[tuple[StoredMessage, MessageOutcome]] = []
+        self._pending_keys = set()
         for stored in claimed:
             outcome = self.process(stored)
-            if not self.store.complete_message(outcome, self.owner):
+            if pending and any(r.charge.transaction_type == "credit" for r in outcome.charges):
+                self._store(pending)
+                pending = []
+                outcome = self.process(stored)
+            pending.append((stored, outcome))
+            self._pending_keys.update(r.duplicate_key for r in outcome.charges
+                                      if r.duplicate_key)
+        self._store(pending)
+        return len(claimed)
+
+    def _store(self, pending: list[tuple[StoredMessage, MessageOutcome]]) -> None:
+        self._pending_keys = set()
+        if not pending:
+            return
+        stored_ok = self.store.complete_messages([o for _, o in pending], self.owner)
+        for (stored, outcome), ok in zip(pending, stored_ok, strict=True):
+            if not ok:
                 # Our lease ran out and another processor took the message over.
                 log.warning("message.lease_lost", channel=stored.channel,
                             message_id=stored.id)
                 continue
             emit = log.warning if outcome.status == ERROR else log.debug
             emit("message.processed", channel=stored.channel, message_id=stored.id,
-                     control_id=outcome.control_id, status=outcome.status,
-                     count=len(outcome.charges))  # the reason may quote data: store only
-        return len(claimed)
+                 control_id=outcome.control_id, status=outcome.status,
+                 count=len(outcome.charges))  # the reason may quote data: store only
 
     def process(self, stored: StoredMessage) -> MessageOutcome:
         """Decide one message's fate; never raises for a bad message."""
@@ -120,8 +144,11 @@ class Processor:
         """Scrub mapped charges and decide each one's status and destinations."""
         since = time.time() - self.scrubber.duplicate_window_seconds
 
+        pending_keys = self._pending_keys
+
         def is_duplicate(key: str) -> bool:
-            return self.store.duplicate_exists(key, stored.id, since)
+            # Charges of earlier messages in this batch are not committed yet.
+            return key in pending_keys or self.store.duplicate_exists(key, stored.id, since)
 
         scrub_findings = self.scrubber.scrub([c for c, _ in mapped], is_duplicate=is_duplicate)
         records = []

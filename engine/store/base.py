@@ -223,25 +223,39 @@ class SqlStore(ABC):
         gets False. A charge already SENT is never rewritten (corrections go through
         their own path).
         """
+        return self.complete_messages([outcome], owner)[0]
+
+    def complete_messages(self, outcomes: Sequence[MessageOutcome],
+                          owner: str | None = None) -> list[bool]:
+        """complete_message for several messages in ONE transaction (one write lock and
+        one commit for a processor's whole batch); a False per message whose lease
+        `owner` lost."""
         now = time.time()
+        done: list[bool] = []
+        with self.transaction() as cur:
+            for outcome in outcomes:
+                done.append(self._complete(cur, outcome, owner, now))
+        return done
+
+    def _complete(self, cur: Any, outcome: MessageOutcome, owner: str | None,
+                  now: float) -> bool:
         lease_clause, params = "", [outcome.status, outcome.reason, json.dumps(outcome.counts),
                                     outcome.mrn, outcome.message_type, outcome.control_id, now,
                                     outcome.message_id]
         if owner is not None:
             lease_clause = " AND lease_owner = ?"
             params.append(owner)
-        with self.transaction() as cur:
-            updated = self._exec(
-                cur, "UPDATE messages SET status = ?, reason = ?, counts = ?, mrn = ?, "
-                "message_type = COALESCE(?, message_type), "
-                "control_id = COALESCE(?, control_id), updated_at = ?, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = ?" + lease_clause,
-                params).rowcount
-            if not updated:
-                return False
-            self._event(cur, "message", outcome.message_id, outcome.status, outcome.reason, now)
-            for record in outcome.charges:
-                self._upsert_charge(cur, outcome.message_id, record, now)
+        updated = self._exec(
+            cur, "UPDATE messages SET status = ?, reason = ?, counts = ?, mrn = ?, "
+            "message_type = COALESCE(?, message_type), "
+            "control_id = COALESCE(?, control_id), updated_at = ?, "
+            "lease_owner = NULL, lease_until = NULL WHERE id = ?" + lease_clause,
+            params).rowcount
+        if not updated:
+            return False
+        self._event(cur, "message", outcome.message_id, outcome.status, outcome.reason, now)
+        for record in outcome.charges:
+            self._upsert_charge(cur, outcome.message_id, record, now)
         return True
 
     def _upsert_charge(self, cur: Any, message_id: int, record: ChargeRecord, now: float) -> None:

@@ -110,3 +110,29 @@ class TestDrainAndResume:
                 store.count_by_status("charges").get("SENT", 0) == 60
         finally:
             assert engine.stop() == 0
+
+
+class TestDuplicateChargesInOneBatch:
+    def test_same_services_resent_under_a_new_control_id_are_held(self, tmp_path: Path) -> None:
+        """Two messages billing the same services for the same patient and day, processed
+        in one batch, bill once: the second message's charges are held as duplicates."""
+        config = engine_config(tmp_path)
+        ingest = EngineProcess(tmp_path, config, role="ingest").start()
+        first = make_dft(50)
+        again = first.replace(b"BENCH000000050", b"RESENT00000050")
+        _send(ingest.ports["ehr_dft"], [first, again])
+        assert ingest.stop() == 0
+        engine = EngineProcess(tmp_path, config).start()
+        try:
+            store = SqliteStore(tmp_path / "store.db")
+            wait_for(lambda: store.count_by_status("messages") == {"PROCESSED": 2},
+                     what="both processed")
+            [resent] = store.search_messages(control_id="RESENT00000050")
+            statuses = [(s, {f.rule for f in fs}) for _, s, fs in
+                        store.charges_for_message(resent.id)]
+            assert statuses and all(s == "HELD" and "scrub.duplicate" in rules
+                                    for s, rules in statuses), statuses
+            [original] = store.search_messages(control_id="BENCH000000050")
+            assert all(s != "HELD" for _, s, _ in store.charges_for_message(original.id))
+        finally:
+            assert engine.stop() == 0
