@@ -130,6 +130,7 @@ class ProcessingWorkers:
         from engine.store.retention import ensure_partitions, prune_by_days
 
         last_prune = -60.0
+        last_optimize = -3600.0
         while not self.stopping.wait(2.0):
             try:
                 heartbeat(self.store, self.node, "process")
@@ -138,6 +139,9 @@ class ProcessingWorkers:
                     # PostgreSQL: content partitions for the coming days (no-op on SQLite),
                     # so journaling never has to create one on the ingest path.
                     ensure_partitions(self.store)
+                    if time.monotonic() - last_optimize > 3600.0:
+                        last_optimize = time.monotonic()
+                        self.store.optimize()
                     pruned = prune_by_days(self.store, self.retention) if self.retention else {}
                     for channel, count in pruned.items():
                         if count:

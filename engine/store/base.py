@@ -34,6 +34,10 @@ from engine.store.records import (
     StoredMessage,
 )
 
+# How far the clock may step back between two journal commits without a time-range
+# search missing a message (see search_messages).
+CLOCK_SLACK_SECONDS = 300.0
+
 _MESSAGE_COLUMNS = ("id, channel, raw, transport, status, received_at, control_id, "
                     "message_type, sender, reason, meta, counts, mrn")
 
@@ -124,6 +128,9 @@ class SqlStore(ABC):
         """Run one SELECT in a read-only transaction."""
         with self.transaction(read_only=True) as cur:
             return list(self._exec(cur, sql, params).fetchall())
+
+    def optimize(self) -> None:  # noqa: B027 - a hook only some backends need
+        """Refresh the planner's statistics where the backend does not do it itself."""
 
     def ping(self) -> None:
         """A cheap round trip (readiness probes); raises when the database is unreachable."""
@@ -450,12 +457,22 @@ class SqlStore(ABC):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if since is not None:
-            where.append("received_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("received_at < ?")
-            params.append(until)
+        # A time range becomes an id range too (one index probe per bound): the
+        # newest-first walk then runs down the primary key between the bounds instead of
+        # sorting every row of a wide range. Ids follow journal order; the probes allow
+        # CLOCK_SLACK_SECONDS of clock steps backwards between commits.
+        for bound, op, order, slack in ((since, ">=", "", -CLOCK_SLACK_SECONDS),
+                                        (until, "<", " DESC", CLOCK_SLACK_SECONDS)):
+            if bound is None:
+                continue
+            edge = self._query(f"SELECT id FROM messages WHERE received_at {op} ? "
+                               f"ORDER BY received_at{order} LIMIT 1", (bound + slack,))
+            if not edge:
+                return []
+            where.append(f"+received_at {op} ?")
+            params.append(bound)
+            where.append("id >= ?" if op == ">=" else "id <= ?")
+            params.append(edge[0][0])
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
