@@ -37,6 +37,10 @@ from engine.supervisor import ProcessorChild
 
 log = structlog.get_logger("chargebridge.runtime")
 
+# Messages the processor claims and stores per transaction: small enough that the write
+# lock is held only a few milliseconds (the journal writer waits for it).
+PROCESS_BATCH = 10
+
 
 def build_destinations(config: EngineConfig, store: SqlStore) -> dict[str, Destination]:
     context = StoreContext(store, config.resolve(config.out_dir))
@@ -111,7 +115,7 @@ class ProcessingWorkers:
         last_reload = time.monotonic()
         while not self.stopping.is_set():
             try:
-                handled = self.processor.run_once()
+                handled = self.processor.run_once(PROCESS_BATCH)
             except Exception as exc:  # store trouble: log, back off, keep going
                 log.error("processor.loop_error", error=type(exc).__name__)
                 handled = 0
@@ -120,8 +124,10 @@ class ProcessingWorkers:
                 last_reload = time.monotonic()
                 for problem in self.registry.check_for_changes():
                     log.warning("mapping.reload_refused", detail=problem)
-            if not handled:
-                self.stopping.wait(0.02)
+            if handled < PROCESS_BATCH:
+                # Let a few messages gather: every claim and completion takes SQLite's one
+                # write lock, which the journal writer (and so every ACK) waits for.
+                self.stopping.wait(0.02 if not handled else 0.01)
         self.process_store.close()
 
     def _upkeep_loop(self) -> None:
@@ -134,6 +140,7 @@ class ProcessingWorkers:
         while not self.stopping.wait(2.0):
             try:
                 heartbeat(self.store, self.node, "process")
+                self.store.checkpoint()
                 if time.monotonic() - last_prune > 60.0:
                     last_prune = time.monotonic()
                     # PostgreSQL: content partitions for the coming days (no-op on SQLite),

@@ -41,6 +41,7 @@ class NodeUpkeep:
             try:
                 await asyncio.to_thread(heartbeat, self.state.store, self.state.node,
                                         self.role)
+                await asyncio.to_thread(self.state.store.checkpoint)
                 changes = await asyncio.to_thread(self.watch.changes)
                 for name, wanted in changes.items():
                     if name not in {c.name for c in self.state.config.channels}:

@@ -62,7 +62,7 @@ class Processor:
         # Duplicate keys of charges decided in this batch but not yet committed.
         self._pending_keys: set[str] = set()
 
-    def run_once(self, limit: int = 50) -> int:
+    def run_once(self, limit: int = 10) -> int:
         """Claim and process one batch; returns how many messages were processed.
 
         The batch's outcomes are stored together in one transaction. A message with a

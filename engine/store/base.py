@@ -129,6 +129,9 @@ class SqlStore(ABC):
         with self.transaction(read_only=True) as cur:
             return list(self._exec(cur, sql, params).fetchall())
 
+    def checkpoint(self) -> None:  # noqa: B027 - a hook only the SQLite backend needs
+        """Periodic housekeeping of the backend's write-ahead log (SQLite)."""
+
     def optimize(self) -> None:  # noqa: B027 - a hook only some backends need
         """Refresh the planner's statistics where the backend does not do it itself."""
 

@@ -42,7 +42,16 @@ class SqliteStore(SqlStore):
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA foreign_keys=OFF")
+        if self.fsync:
+            # The journal writer must not pay for copying the WAL into the database (and
+            # fsyncing it) inside a commit that senders wait on: checkpoint() does that,
+            # from upkeep, and the processor's (non-fsync) connection checkpoints itself.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         return _AutoBegin(conn)  # type: ignore[return-value]
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking readers or writers."""
+        self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _sql(self, sql: str) -> str:
         return sql
