@@ -37,9 +37,8 @@ from engine.supervisor import ProcessorChild
 
 log = structlog.get_logger("chargebridge.runtime")
 
-# Messages the processor claims and stores per transaction: small enough that the write
-# lock is held only a few milliseconds (the journal writer waits for it).
-PROCESS_BATCH = 10
+# Messages the processor claims and stores per transaction (one write lock, one commit).
+PROCESS_BATCH = 20
 
 
 def build_destinations(config: EngineConfig, store: SqlStore) -> dict[str, Destination]:
@@ -124,10 +123,8 @@ class ProcessingWorkers:
                 last_reload = time.monotonic()
                 for problem in self.registry.check_for_changes():
                     log.warning("mapping.reload_refused", detail=problem)
-            if handled < PROCESS_BATCH:
-                # Let a few messages gather: every claim and completion takes SQLite's one
-                # write lock, which the journal writer (and so every ACK) waits for.
-                self.stopping.wait(0.02 if not handled else 0.01)
+            if not handled:
+                self.stopping.wait(0.02)
         self.process_store.close()
 
     def _upkeep_loop(self) -> None:
