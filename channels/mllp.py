@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.connectors import Source
-from engine.hl7.mllp import MllpServer
+from engine.hl7.mllp import MllpError, MllpServer
 from engine.hl7.tls import server_ssl_context
 
 
@@ -58,7 +58,13 @@ class MllpSource(Source):
 
     @property
     def port(self) -> int:
-        return self.server.port if self.server is not None else self.settings.port
+        """The bound port while listening, else the configured one."""
+        if self.server is not None:
+            try:
+                return self.server.port
+            except MllpError:  # stopped (e.g. the channel was stopped by an operator)
+                pass
+        return self.settings.port
 
     async def stop(self) -> None:
         if self.server is not None:
