@@ -113,7 +113,9 @@ def hl7_router(state: Any) -> APIRouter:
         """Journal one HL7 v2 message and answer with its ACK (see the module docstring)."""
         source = state.sources.get(channel)
         if not isinstance(source, HttpHl7Source):
-            return _plain(404, f"no http_hl7 channel named {channel!r}")
+            # Authenticate first, so an anonymous caller cannot probe for channel names.
+            refusal = await _authorize(state, request, HttpHl7Settings(), channel)
+            return refusal or _plain(404, f"no http_hl7 channel named {channel!r}")
         if not source.accepting:
             return _plain(503, f"channel {channel!r} is not accepting messages",
                           {"Retry-After": "5"})

@@ -95,10 +95,15 @@ class TestHttpRefusals:
 
     async def test_unknown_channel_is_404(self, start_node: StartNode,
                                           client: httpx.AsyncClient) -> None:
-        """Posting to a channel that is not an http_hl7 channel is 404 (here: an MLLP one)."""
+        """Posting to a channel that is not an http_hl7 channel is 404 (here: an MLLP one)
+        for a caller with a valid token; without one it is 401, so names cannot be probed."""
         node = await start_node([_http_channel(), channel("ehr")])
+        token = create_token(node.store, "ehr-feed", "operator")
         for name in ("nope", "ehr"):
-            response = await client.post(_url(node, name), content=dft(7), headers=HL7)
+            anonymous = await client.post(_url(node, name), content=dft(7), headers=HL7)
+            assert anonymous.status_code == 401
+            response = await client.post(_url(node, name), content=dft(7),
+                                         headers={**HL7, "Authorization": f"Bearer {token}"})
             assert response.status_code == 404
         assert count(node.store) == 0
 
