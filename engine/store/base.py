@@ -184,13 +184,14 @@ class SqlStore(ABC):
         """
         now = time.time()
         out: list[JournalOutcome] = []
-        batch_seen: dict[tuple[str, str, str], JournalOutcome] = {}
+        batch_seen: dict[tuple[str, str, str, str], JournalOutcome] = {}
         with self.transaction() as cur:
             self._lock_keys(cur, sorted({f"dedupe:{r.channel}:{r.sender}:{r.control_id}"
                                          for r in records if r.control_id and r.status != ERROR
                                          and r.duplicate_window_seconds > 0}))
             for rec in records:
-                key = (rec.channel, rec.sender, rec.control_id or "")
+                digest = rec.content_hash()
+                key = (rec.channel, rec.sender, rec.control_id or "", digest)
                 if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
                     if key in batch_seen:
                         out.append(JournalOutcome(batch_seen[key].message_id, True,
@@ -199,9 +200,9 @@ class SqlStore(ABC):
                     row = self._exec(
                         cur, "SELECT id, status FROM messages WHERE channel = ? AND sender = ? "
                         "AND control_id = ? AND +received_at >= ? AND status <> ? "
-                        "ORDER BY id LIMIT 1",
+                        "AND content_hash = ? ORDER BY id LIMIT 1",
                         (rec.channel, rec.sender, rec.control_id,
-                         now - rec.duplicate_window_seconds, ERROR)).fetchone()
+                         now - rec.duplicate_window_seconds, ERROR, digest)).fetchone()
                     if row is not None:
                         out.append(JournalOutcome(row[0], True, row[1]))
                         continue
@@ -216,11 +217,11 @@ class SqlStore(ABC):
     def _insert_message(self, cur: Any, rec: InboundRecord, now: float) -> int:
         row = self._exec(
             cur, "INSERT INTO messages (channel, transport, peer, sender, control_id, "
-            "message_type, status, reason, received_at, updated_at, raw, meta) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "message_type, status, reason, received_at, updated_at, raw, meta, content_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (rec.channel, rec.transport, rec.peer, rec.sender, rec.control_id,
              rec.message_type, rec.status, rec.reason, now, now, rec.raw,
-             json.dumps(rec.meta))).fetchone()
+             json.dumps(rec.meta), rec.content_hash())).fetchone()
         return int(row[0])
 
     # -- processing ----------------------------------------------------------------

@@ -250,19 +250,21 @@ class PostgresStore(SqlStore):
                       and r.duplicate_window_seconds > 0 for r in records]
             self._lock_keys(cur, sorted({f"dedupe:{r.channel}:{r.sender}:{r.control_id}"
                                          for r, d in zip(records, dedupe, strict=True) if d}))
+            digests = [r.content_hash() for r in records]
             originals = self._originals(cur, [(r.channel, r.sender, r.control_id or "",
-                                               now - r.duplicate_window_seconds)
-                                              for r, d in zip(records, dedupe, strict=True)
-                                              if d])
-            batch_seen: dict[tuple[str, str, str], int] = {}
+                                               now - r.duplicate_window_seconds, h)
+                                              for r, d, h in zip(records, dedupe, digests,
+                                                                 strict=True) if d])
+            batch_seen: dict[tuple[str, str, str, str], int] = {}
             inserting: list[int] = []
             for i, (rec, check) in enumerate(zip(records, dedupe, strict=True)):
-                key = (rec.channel, rec.sender, rec.control_id or "")
+                key = (rec.channel, rec.sender, rec.control_id or "", digests[i])
                 if check:
                     if key in batch_seen:
                         decided.append(batch_seen[key])
                         continue
-                    found = originals.get((*key, now - rec.duplicate_window_seconds))
+                    found = originals.get((*key[:3], now - rec.duplicate_window_seconds,
+                                           digests[i]))
                     if found is not None:
                         decided.append(JournalOutcome(found[0], True, found[1]))
                         continue
@@ -275,10 +277,12 @@ class PostgresStore(SqlStore):
             if inserting:
                 cur.executemany(
                     "INSERT INTO messages (id, channel, transport, peer, sender, control_id, "
-                    "message_type, status, reason, received_at, updated_at, raw, meta) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "message_type, status, reason, received_at, updated_at, raw, meta, "
+                    "content_hash) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [(by_index[i], r.channel, r.transport, r.peer, r.sender, r.control_id,
-                      r.message_type, r.status, r.reason, now, now, b"", json.dumps(r.meta))
+                      r.message_type, r.status, r.reason, now, now, b"", json.dumps(r.meta),
+                      digests[i])
                      for i in inserting for r in (records[i],)])
                 cur.executemany("INSERT INTO message_content (message_id, received_at, "
                                 "channel, raw) VALUES (%s, %s, %s, %s)",
@@ -298,22 +302,25 @@ class PostgresStore(SqlStore):
                 out.append(JournalOutcome(by_index[item], True, records[item].status))
         return out
 
-    def _originals(self, cur: Any, keys: list[tuple[str, str, str, float]]
-                   ) -> dict[tuple[str, str, str, float], tuple[int, str]]:
-        """For each (channel, sender, control id, since): the first message journaled
-        since then that is not in ERROR, as (id, status)."""
+    def _originals(self, cur: Any, keys: list[tuple[str, str, str, float, str]]
+                   ) -> dict[tuple[str, str, str, float, str], tuple[int, str]]:
+        """For each (channel, sender, control id, since, content hash): the first message
+        with those bytes journaled since then that is not in ERROR, as (id, status)."""
         if not keys:
             return {}
-        channels, senders, controls, since = (list(col) for col in zip(*keys, strict=True))
+        channels, senders, controls, since, hashes = (list(col)
+                                                      for col in zip(*keys, strict=True))
         rows = cur.execute(
-            "SELECT DISTINCT ON (k.channel, k.sender, k.control_id, k.since) k.channel, "
-            "k.sender, k.control_id, k.since, m.id, m.status FROM unnest(%s::text[], "
-            "%s::text[], %s::text[], %s::float8[]) AS k(channel, sender, control_id, since) "
+            "SELECT DISTINCT ON (k.channel, k.sender, k.control_id, k.since, k.digest) "
+            "k.channel, k.sender, k.control_id, k.since, k.digest, m.id, m.status FROM "
+            "unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[]) AS "
+            "k(channel, sender, control_id, since, digest) "
             "JOIN messages m ON m.channel = k.channel AND m.sender = k.sender AND "
             "m.control_id = k.control_id AND m.received_at >= k.since AND m.status <> %s "
-            "ORDER BY k.channel, k.sender, k.control_id, k.since, m.id",
-            (channels, senders, controls, since, ERROR)).fetchall()
-        return {(r[0], r[1], r[2], r[3]): (int(r[4]), r[5]) for r in rows}
+            "AND m.content_hash = k.digest "
+            "ORDER BY k.channel, k.sender, k.control_id, k.since, k.digest, m.id",
+            (channels, senders, controls, since, hashes, ERROR)).fetchall()
+        return {(r[0], r[1], r[2], r[3], r[4]): (int(r[5]), r[6]) for r in rows}
 
     def _message_ids(self, cur: Any, count: int) -> list[int]:
         """`count` new message ids, ascending, so ids keep arrival order."""

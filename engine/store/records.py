@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,10 @@ class InboundRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     # Seconds a resend of the same sender + control id counts as a duplicate; 0 = never.
     duplicate_window_seconds: float = 0.0
+
+    def content_hash(self) -> str:
+        """What makes a resend a duplicate besides sender + control id: the same bytes."""
+        return hashlib.sha256(self.raw).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -68,22 +68,24 @@ class SqliteStore(SqlStore):
                     rec.control_id)
         out: list[JournalOutcome | None] = [None] * len(records)
         with self.transaction() as cur:
-            originals: dict[tuple[str, str, str], tuple[int, str]] = {}
+            originals: dict[tuple[str, str, str, str | None], tuple[int, str]] = {}
             for (channel, sender, window), control_ids in wanted.items():
                 ids = sorted(control_ids)
                 rows = cur.execute(
-                    "SELECT id, status, control_id FROM messages WHERE channel = ? AND "
-                    f"sender = ? AND control_id IN ({','.join('?' * len(ids))}) AND "
-                    "+received_at >= ? AND status <> ?",
+                    "SELECT id, status, control_id, content_hash FROM messages WHERE "
+                    f"channel = ? AND sender = ? AND control_id IN ({','.join('?' * len(ids))})"
+                    " AND +received_at >= ? AND status <> ?",
                     (channel, sender, *ids, now - window, ERROR)).fetchall()
-                for message_id, status, control_id in sorted(rows):  # the first one counts
-                    originals.setdefault((channel, sender, control_id), (message_id, status))
+                for message_id, status, control_id, digest in sorted(rows):  # first counts
+                    originals.setdefault((channel, sender, control_id, digest),
+                                         (message_id, status))
+            digests = [r.content_hash() for r in records]
             inserts: list[int] = []
-            first_in_batch: dict[tuple[str, str, str], int] = {}
+            first_in_batch: dict[tuple[str, str, str, str | None], int] = {}
             later: list[tuple[int, int]] = []  # (record index, index of its first copy)
             for i, rec in enumerate(records):
                 if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
-                    key = (rec.channel, rec.sender, rec.control_id)
+                    key = (rec.channel, rec.sender, rec.control_id, digests[i])
                     if key in originals:
                         out[i] = JournalOutcome(originals[key][0], True, originals[key][1])
                         continue
@@ -95,11 +97,12 @@ class SqliteStore(SqlStore):
             if inserts:
                 cur.executemany(
                     "INSERT INTO messages (channel, transport, peer, sender, control_id, "
-                    "message_type, status, reason, received_at, updated_at, raw, meta) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "message_type, status, reason, received_at, updated_at, raw, meta, "
+                    "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(r.channel, r.transport, r.peer, r.sender, r.control_id,
-                      r.message_type, r.status, r.reason, now, now, r.raw, json.dumps(r.meta))
-                     for r in (records[i] for i in inserts)])
+                      r.message_type, r.status, r.reason, now, now, r.raw, json.dumps(r.meta),
+                      digests[i])
+                     for i in inserts for r in (records[i],)])
                 # One writer inside BEGIN IMMEDIATE: AUTOINCREMENT ids are consecutive.
                 last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
                 first = last - len(inserts) + 1

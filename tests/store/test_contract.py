@@ -107,6 +107,21 @@ class TestMigrate:
 
 
 class TestJournal:
+    def test_control_id_reused_with_other_content_is_stored(self, store: SqlStore) -> None:
+        """A resend with the same bytes is a duplicate; the same sender + control id with
+        different bytes (a corrected message) is stored as a message of its own, also
+        when both arrive in one group."""
+        [first] = store.journal([_record("R1", raw=b"MSH|original\r")])
+        [same] = store.journal([_record("R1", raw=b"MSH|original\r")])
+        assert same.duplicate and same.message_id == first.message_id
+        [changed] = store.journal([_record("R1", raw=b"MSH|corrected\r")])
+        assert not changed.duplicate and changed.message_id != first.message_id
+        one, two = store.journal([_record("R2", raw=b"MSH|a\r"), _record("R2", raw=b"MSH|b\r")])
+        assert not one.duplicate and not two.duplicate
+        assert one.message_id != two.message_id
+        stored = store.get_message(changed.message_id)
+        assert stored is not None and stored.raw == b"MSH|corrected\r"
+
     def test_a_group_is_stored_with_raw_bytes_exactly(self, store: SqlStore) -> None:
         """Each record of a group gets its own id, status and the raw bytes unchanged."""
         raws = [b"MSH|a\rPID|1\r", b"MSH|100% ? 'q' \x00\xff\r", b"MSH|\xe9\r"]
