@@ -12,13 +12,13 @@ answered SENT without writing it again.
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 from typing import Any, ClassVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from channels.batching import batch_due, check_file_pattern
 from channels.filters import RoutingFilter
 from engine.charge import Charge
 from engine.connectors import DeliveryOutcome, Destination, DestinationContext, QueuedDelivery
@@ -29,7 +29,6 @@ __all__ = ["JsonFileDestination", "JsonFileSettings"]
 log = structlog.get_logger("chargebridge.json_file")
 
 # A name may only depend on what a re-delivery repeats exactly (never on the time).
-NAME_FIELDS = frozenset({"batch_id", "destination"})
 
 
 class JsonFileSettings(BaseModel):
@@ -54,23 +53,7 @@ class JsonFileSettings(BaseModel):
     @field_validator("file_pattern")
     @classmethod
     def _stable_name(cls, value: str) -> str:
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(value) if name}
-        except ValueError as exc:
-            raise ValueError(f"file_pattern {value!r}: {exc}") from exc
-        if "batch_id" not in names:
-            raise ValueError(f"file_pattern {value!r} must use {{batch_id}}: one file per batch")
-        unknown = names - NAME_FIELDS
-        if unknown:
-            raise ValueError(f"file_pattern {value!r} uses unknown field(s) "
-                             f"{', '.join(sorted(unknown))}; known: batch_id, destination")
-        if "/" in value or "\\" in value:
-            raise ValueError(f"file_pattern {value!r} must be a file name, not a path")
-        try:
-            value.format(batch_id=1, destination="x")
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"file_pattern {value!r}: {exc}") from exc
-        return value
+        return check_file_pattern(value, {"batch_id": 1, "destination": "x"})
 
 
 class JsonFileDestination(Destination):
@@ -88,12 +71,7 @@ class JsonFileDestination(Destination):
         self.directory = directory if directory.is_absolute() else context.out_dir / directory
 
     def due(self, pending: int, oldest_age_seconds: float, flush: bool) -> bool:
-        """A file is due when asked to flush, when batch_max charges wait, or when the
-        oldest has waited batch_seconds."""
-        if pending <= 0:
-            return False
-        return (flush or pending >= self.settings.batch_max
-                or oldest_age_seconds >= self.settings.batch_seconds)
+        return batch_due(self.settings, pending, oldest_age_seconds, flush)
 
     def accepts(self, charge: Charge) -> bool:
         return self._accepts(charge)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import structlog
 from pydantic import Field, field_validator
 
+from channels.batching import batch_due, check_file_pattern
 from channels.filters import RoutingFilter
 from engine.charge import Charge
 from engine.connectors import DeliveryOutcome, Destination, QueuedDelivery
@@ -58,17 +59,7 @@ class X12DestinationSettings(X12Settings):
     @field_validator("file_pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        if "{batch_id" not in value:
-            raise ValueError("file_pattern must contain {batch_id}: without it a batch "
-                             "re-delivered after a crash cannot find its file")
-        if "/" in value or "\\" in value:
-            raise ValueError("file_pattern is a file name; put folders in `directory`")
-        try:
-            value.format(batch_id=1, date="20240101", usage="T")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"file_pattern: only {{batch_id}}, {{date}} and {{usage}} can "
-                             f"be filled in ({exc})") from None
-        return value
+        return check_file_pattern(value, {"batch_id": 1, "date": "20240101", "usage": "T"})
 
 
 class X12Destination(Destination):
@@ -86,10 +77,7 @@ class X12Destination(Destination):
         self._accepts = settings.filter.compile()
 
     def due(self, pending: int, oldest_age_seconds: float, flush: bool) -> bool:
-        if pending == 0:
-            return False
-        return (flush or pending >= self.settings.batch_max
-                or oldest_age_seconds >= self.settings.batch_seconds)
+        return batch_due(self.settings, pending, oldest_age_seconds, flush)
 
     def accepts(self, charge: Charge) -> bool:
         return self._accepts(charge)
