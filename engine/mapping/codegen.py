@@ -21,6 +21,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from jinja2 import nodes as jnodes
 from pydantic import BaseModel
 
 from engine.charge import Charge, make_charge_id
@@ -31,6 +32,7 @@ from engine.mapping.accessors import ItemScope, LineSource
 from engine.mapping.build import copy_list, model_builder, simple_model
 from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
 from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
+from engine.mapping.expressions import _ENV, expression_tree, get_attr, get_item
 from engine.mapping.targets import unwrap_optional
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ _NONE: list[Any] = []
 # Normalizers that keep text text: a lookup after them can strip the key inline.
 _TEXT_STEPS = {*_INLINE_STEPS, NORMALIZERS["strip_leading_zeros"]}
 _serial = itertools.count()
+# Jinja operators written as the same Python operator (operator.eq is `==` and so on).
+_COMPARE_OPS = {"eq": "==", "ne": "!=", "lt": "<", "lteq": "<=", "gt": ">", "gteq": ">=",
+                "in": "in", "notin": "not in"}
+_BINARY_OPS = {jnodes.Add: "+", jnodes.Sub: "-", jnodes.Mul: "*", jnodes.Div: "/",
+               jnodes.FloorDiv: "//", jnodes.Mod: "%"}
 
 
 class _Unsupported(Exception):
@@ -710,7 +717,8 @@ class _Generator:
             "_charge_id": make_charge_id, "_date": date, "_Decimal": Decimal,
             "_InvalidOperation": InvalidOperation, "_CENT": _CENT, "_sha256": hashlib.sha256,
             "INPUT": m.input, "_sa": object.__setattr__, "_copy_list": copy_list,
-            "_MappedCharge": _mapped_charge_type(),
+            "_MappedCharge": _mapped_charge_type(), "_get_attr": get_attr,
+            "_get_item": get_item,
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -783,15 +791,87 @@ class _Generator:
         w.emit("_reason = None")
         if m.late_filters:
             w.emit("_reason = M._first_filter(LATE, ls, ns, line)")
-        if m.rules:
+        for rule in m.rules:
             w.emit("if _reason is None:")
             with w.block():
-                w.emit("_reason = M._rules(line)")
+                self._rule(rule)
         w.emit("if _reason is not None:")
         with w.block():
             w.emit("dropped.append((line_id, _reason))")
             w.emit("continue")
         self._finish()
+
+    def _rule(self, rule: Any) -> None:
+        """One rule: a simple `when:` is tested inline and the rule runs only when it holds;
+        the rule itself (and a `when:` that raised here) goes through mapping `_rule`."""
+        w = self.w
+        bound = w.bind(rule, "rule")
+        tree = expression_tree(rule.when) if rule.when is not None else None
+        test = None
+        if tree is not None:
+            try:
+                test = self._expr(tree)
+            except _Unsupported:
+                test = None
+        if test is None:
+            w.emit(f"_reason = M._rule({bound}, line)")
+            return
+        w.emit("try:")
+        with w.block():
+            w.emit(f"_when = {test}")
+        w.emit("except Exception:")
+        with w.block():
+            # The reference evaluation raises again and records the hold.
+            w.emit("_when = True")
+        w.emit("if _when:")
+        with w.block():
+            w.emit(f"_reason = M._rule({bound}, line)")
+
+    def _expr(self, node: Any) -> str:
+        """Python source computing a translated expression (expressions._translate) from `ns`
+        and `data`, or _Unsupported. Constants are bound names, never mapping text."""
+        w, ex = self.w, self._expr
+        if isinstance(node, jnodes.Const):
+            return w.bind(node.value, "c")
+        if isinstance(node, jnodes.Name):
+            if node.name == "charge" and self._charge_is_data():
+                return "data"
+            return (f"ns.get({w.bind(node.name, 'n')}, "
+                    f"{w.bind(_ENV.globals.get(node.name), 'c')})")
+        if isinstance(node, jnodes.Getattr):
+            inner = ex(node.node)
+            if inner == "data":
+                return f"data.get({w.bind(node.attr, 'n')})"
+            return f"_get_attr({inner}, {w.bind(node.attr, 'n')})"
+        if isinstance(node, jnodes.Getitem):
+            return f"_get_item({ex(node.node)}, {ex(node.arg)})"
+        if isinstance(node, jnodes.Compare):
+            text = ex(node.expr)
+            for op in node.ops:
+                if op.op not in _COMPARE_OPS:
+                    raise _Unsupported(op.op)
+                text += f" {_COMPARE_OPS[op.op]} {ex(op.expr)}"
+            return f"({text})"
+        if isinstance(node, jnodes.And):
+            return f"({ex(node.left)} and {ex(node.right)})"
+        if isinstance(node, jnodes.Or):
+            return f"({ex(node.left)} or {ex(node.right)})"
+        if isinstance(node, jnodes.Not):
+            return f"(not {ex(node.node)})"
+        if isinstance(node, jnodes.Neg):
+            return f"(-{ex(node.node)})"
+        if type(node) in _BINARY_OPS:
+            return f"({ex(node.left)} {_BINARY_OPS[type(node)]} {ex(node.right)})"
+        if isinstance(node, jnodes.CondExpr) and node.expr2 is not None:
+            return f"({ex(node.expr1)} if {ex(node.test)} else {ex(node.expr2)})"
+        if isinstance(node, jnodes.Test) and node.name == "none" and not node.args:
+            return f"({ex(node.node)} is None)"
+        raise _Unsupported(type(node).__name__)
+
+    def _charge_is_data(self) -> bool:
+        """`charge` names the line's data dict unless a var of that name replaces it."""
+        names = {p.name for p in (*self.m.static_vars, *self.m.line_vars)}
+        return "charge" not in names
 
     def _finish(self) -> None:
         """mapping `_finish` written out: the charge id from the message's hash prefix, the

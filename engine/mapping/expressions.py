@@ -17,7 +17,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.mapping.convert import TYPES
 
-__all__ = ["Expression", "ExpressionSyntaxError", "compile_expression", "compile_template"]
+__all__ = ["Expression", "ExpressionSyntaxError", "compile_expression", "compile_template",
+           "expression_tree", "get_attr", "get_item"]
 
 
 class ExpressionSyntaxError(ValueError):
@@ -172,9 +173,22 @@ def compile_expression(source: str) -> Expression:
     except TemplateSyntaxError as exc:
         raise ExpressionSyntaxError(f"expression does not parse: {exc.message}") from None
     try:
-        return _translate(tree)
+        translated = _translate(tree)
     except _Unsupported:
         return lambda ns: jinja(**ns)
+    # Kept so the code generator can write the same expression inline (codegen.py).
+    translated.tree = tree  # type: ignore[attr-defined]
+    return translated
+
+
+def expression_tree(expr: Expression) -> nodes.Node | None:
+    """The parsed tree of an expression the closures cover, else None (Jinja evaluates it)."""
+    tree = getattr(expr, "tree", None)
+    return tree if isinstance(tree, nodes.Node) else None
+
+
+get_attr = _getattr
+get_item = _getitem
 
 
 def compile_template(source: str) -> Callable[[dict[str, Any]], str]:

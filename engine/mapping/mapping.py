@@ -279,35 +279,43 @@ class CompiledMapping:
 
     def _rules(self, line: Line) -> str | None:
         """Run the rules in order; returns the drop reason if a rule dropped the charge."""
-        ns, data = line.ns, line.data
         for rule in self.rules:
-            try:
-                if rule.when is not None and not rule.when(ns):
-                    continue
-                for name, setter, value, is_expr in rule.sets:
-                    setter(data, value(ns) if is_expr else value, line)
-                    if line.explain is not None:
-                        line.explain[name] = f"rule {rule.name}"
-                if rule.add_modifier:
-                    modifiers = data["procedure"]["modifiers"]
-                    for modifier in rule.add_modifier:
-                        if modifier not in modifiers:
-                            modifiers.append(modifier)
-                    if line.explain is not None:
-                        before = line.explain.get("procedure.modifiers", "(empty)")
-                        line.explain["procedure.modifiers"] = f"{before} + rule {rule.name}"
-                if rule.hold is not None:
-                    line.findings.append(Finding(rule=f"mapping.rule.{rule.name}",
-                                                 severity="hold", message=rule.hold(ns)))
-                if rule.warn is not None:
-                    line.findings.append(Finding(rule=f"mapping.rule.{rule.name}",
-                                                 severity="warn", message=rule.warn(ns)))
-                if rule.drop is not None:
-                    return f"rule {rule.name}: {rule.drop(ns)}"
-            except Exception as exc:  # the analyst's expression failed on this data
-                line.hold(f"mapping.rule.{rule.name}", None,
-                          f"rule {rule.name!r} could not be evaluated "
-                          f"({type(exc).__name__}: {exc})")
+            reason = self._rule(rule, line)
+            if reason is not None:
+                return reason
+        return None
+
+    @staticmethod
+    def _rule(rule: CompiledRule, line: Line) -> str | None:
+        """Run one rule (its `when:` first); returns the drop reason if it dropped the charge."""
+        ns, data = line.ns, line.data
+        try:
+            if rule.when is not None and not rule.when(ns):
+                return None
+            for name, setter, value, is_expr in rule.sets:
+                setter(data, value(ns) if is_expr else value, line)
+                if line.explain is not None:
+                    line.explain[name] = f"rule {rule.name}"
+            if rule.add_modifier:
+                modifiers = data["procedure"]["modifiers"]
+                for modifier in rule.add_modifier:
+                    if modifier not in modifiers:
+                        modifiers.append(modifier)
+                if line.explain is not None:
+                    before = line.explain.get("procedure.modifiers", "(empty)")
+                    line.explain["procedure.modifiers"] = f"{before} + rule {rule.name}"
+            if rule.hold is not None:
+                line.findings.append(Finding(rule=f"mapping.rule.{rule.name}",
+                                             severity="hold", message=rule.hold(ns)))
+            if rule.warn is not None:
+                line.findings.append(Finding(rule=f"mapping.rule.{rule.name}",
+                                             severity="warn", message=rule.warn(ns)))
+            if rule.drop is not None:
+                return f"rule {rule.name}: {rule.drop(ns)}"
+        except Exception as exc:  # the analyst's expression failed on this data
+            line.hold(f"mapping.rule.{rule.name}", None,
+                      f"rule {rule.name!r} could not be evaluated "
+                      f"({type(exc).__name__}: {exc})")
         return None
 
     def _finish(self, line: Line, line_id: str, index: int, control_id: str,

@@ -191,3 +191,50 @@ def test_failing_lookup_fails_both_ways(tmp_path: Path) -> None:
     outcome = _outcome(mapping.apply, _text(dft(ft1(1, ft1_7="B2"))))
     assert outcome[0] == "error"
     assert outcome == _outcome(mapping.apply_reference, _text(dft(ft1(1, ft1_7="B2"))))
+
+
+def test_rule_conditions_written_inline_agree_both_ways(tmp_path: Path) -> None:
+    """Rule `when:` tests the generator writes inline (and those it leaves to the closures,
+    or that raise) give the same sets, holds, warnings and drops as the reference."""
+    path = write(tmp_path, "m.yaml", """
+        version: 1
+        input: hl7
+        iterate: FT1
+        vars:
+          raw_units: FT1-10
+        fields:
+          transaction_type: {path: FT1-6, default: CG}
+          procedure.code: FT1-7.1
+          procedure.modifiers: "FT1-26[*].1"
+          units: {path: FT1-10, type: decimal, default: 1}
+          amount: {path: FT1-11.1, type: money}
+          diagnoses: "FT1-19[*].1"
+        rules:
+          - name: chained
+            when: "0 < charge.units <= 2 and not charge.procedure.code is none"
+            warn: "few units"
+          - name: arithmetic
+            when: "(charge.amount * 2 if charge.amount else 0) - 1 > 100 or raw_units == '3'"
+            set:
+              amount: {expr: "-charge.amount"}
+          - name: nested_and_items
+            when: "charge.procedure.code == '99214' and charge.diagnoses[0] != 'X'"
+            add_modifier: ["59"]
+          - name: membership_left_to_the_closures
+            when: "charge.procedure.code in ['99215', '99216']"
+            hold: "needs review"
+          - name: raises
+            when: "charge.amount > 'text'"
+            warn: "never"
+          - name: drop_zero
+            when: "charge.amount == 0 or (charge.units % 7) == 0"
+            drop: "zero amount"
+        """)
+    mapping = load_mapping(path)
+    assert mapping.fast is not None
+    assert "M._rule(" in mapping.fast.source  # type: ignore[attr-defined]
+    for amount in ("145.00", "10", "0", "", "-60"):
+        for code, units in (("99213", "1"), ("99214", "3"), ("99215", "7"), ("", "2")):
+            raw = _text(dft(ft1(1, code, amount=amount, units=units, modifiers="25"),
+                            ft1(2, code, amount=amount, units="", dx="")))
+            _assert_same(mapping, raw)
