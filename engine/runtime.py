@@ -128,7 +128,9 @@ class ProcessingWorkers:
         self.process_store.close()
 
     def _upkeep_loop(self) -> None:
-        """Heartbeat every 2 s; retention pruning (small batches) every minute."""
+        """Every 2 s a heartbeat and a passive WAL checkpoint; every minute content
+        partitions ahead (PostgreSQL) and retention pruning in small batches; every hour
+        refreshed planner statistics."""
         from engine.cluster import heartbeat
         from engine.store.retention import ensure_partitions, prune_by_days
 
