@@ -249,8 +249,14 @@ class _Generator:
     def _all(self, ctx: _Ctx, path: Path, out: str) -> None:
         """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline."""
         w = self.w
-        if path.seg_index != 0 or path.rep != ALL or (path.seg == "MSH" and path.field <= 2):
+        if path.seg_index != 0 or (path.seg == "MSH" and path.field <= 2):
             w.emit(f"{out} = {w.bind(path, 'p')}.all({ctx.obj})")
+            return
+        if path.rep != ALL:
+            # One repetition of the first segment: `all` is `first` as a list (and the
+            # value is often read already for another field).
+            value = self._path_value(ctx, path)
+            w.emit(f"{out} = [{value}] if {value} is not None else []")
             return
         first, raw = self._raw(ctx, path)
         w.emit(f"{out} = []")
@@ -766,7 +772,10 @@ class _Generator:
                 if cond:
                     w.emit(cond)
                     w.depth += 1
-                w.emit(f"_fv = {w.bind(flt.get, 'fg')}(ls)")
+                if flt.paths:
+                    self._filter_value(line_ctx, flt.paths)
+                else:
+                    w.emit(f"_fv = {w.bind(flt.get, 'fg')}(ls)")
                 w.emit(f"if {name}.test(_fv):")
                 with w.block():
                     w.emit(f"_reason = {name}.name + ': ' + {name}.reason({{**ns, 'value': _fv}})")
@@ -872,6 +881,15 @@ class _Generator:
         """`charge` names the line's data dict unless a var of that name replaces it."""
         names = {p.name for p in (*self.m.static_vars, *self.m.line_vars)}
         return "charge" not in names
+
+    def _filter_value(self, ctx: _Ctx, paths: list[Path]) -> None:
+        """`_fv` = the first non-empty value of the filter's path alternatives."""
+        values = [self._path_value(ctx, p) for p in paths]
+        self.w.emit(f"_fv = {values[0]}")
+        for value in values[1:]:
+            self.w.emit("if _fv is None:")
+            with self.w.block():
+                self.w.emit(f"_fv = {value}")
 
     def _finish(self) -> None:
         """mapping `_finish` written out: the charge id from the message's hash prefix, the

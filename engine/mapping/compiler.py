@@ -680,7 +680,9 @@ class Compiler:
         else:
             expected = str(spec.equals)
             test = lambda v: v is not None and str(v).strip() == expected  # noqa: E731
-        return CompiledFilter(name, spec.drop, get, None, test, reason)
+        paths = ([hl7_path.compile_path(p) for p in compiled[1]] if self.input == "hl7"
+                 else [])
+        return CompiledFilter(name, spec.drop, get, None, test, reason, paths)
 
     def rule(self, spec: RuleSpec, site: Site, setter_for: Callable[[str, Site], Any]
              ) -> CompiledRule | None:
@@ -810,6 +812,8 @@ class CompiledFilter:
     when: Callable[..., Any] | None
     test: Callable[[Any], bool] | None
     reason: Callable[[dict[str, Any]], str]
+    # The compiled HL7 alternatives `get` reads (first non-empty wins), for the generator.
+    paths: list[Any] = field(default_factory=list)
 
     def matches(self, scope: Any, ns: dict[str, Any]) -> str | None:
         """The rendered reason when the filter drops, else None."""

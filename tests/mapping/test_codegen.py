@@ -238,3 +238,33 @@ def test_rule_conditions_written_inline_agree_both_ways(tmp_path: Path) -> None:
             raw = _text(dft(ft1(1, code, amount=amount, units=units, modifiers="25"),
                             ft1(2, code, amount=amount, units="", dx="")))
             _assert_same(mapping, raw)
+
+
+def test_filters_and_single_values_as_lists_agree_both_ways(tmp_path: Path) -> None:
+    """A path filter with alternatives, read inline, and a list field read from a path
+    without `[*]` give the same drops and values as the reference."""
+    path = write(tmp_path, "m.yaml", """
+        version: 1
+        input: hl7
+        iterate: FT1
+        filters:
+          - name: no_kind
+            path: FT1-6 | FT1-7.1
+            in: [PY, X&Y]
+            reason: "kind {{ value }}"
+          - name: second
+            path: FT1-7.2
+            equals: drop
+            reason: "second component says drop"
+        fields:
+          procedure.code: FT1-7.1
+          procedure.modifiers: {path: FT1-26.2, normalize: [trim, upper]}
+          diagnoses: FT1-19.1 | FT1-7.1
+        """)
+    mapping = load_mapping(path)
+    assert mapping.fast is not None
+    for kind in ("PY", "CG", "", "X&Y", r"P\T\Y"):
+        for ft1_7 in ("99213^drop", "PY^keep", r"A\S\B^x", "", "^^"):
+            raw = _text(dft(ft1(1, kind=kind, ft1_7=ft1_7, modifiers="x^ab~c^d", dx=""),
+                            ft1(2, kind="PY", modifiers="^&s", dx="E11.9~I10")))
+            _assert_same(mapping, raw)
