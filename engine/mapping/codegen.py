@@ -412,7 +412,13 @@ class _Generator:
             # _date's YYYYMMDD branch (surrounding blanks make it take the general one).
             w.emit(f"if type({var}) is str and len({var}) == 8 and {var}.isdigit():")
             with w.block():
-                w.emit(f"{var} = _date(int({var}[:4]), int({var}[4:6]), int({var}[6:8]))")
+                # Dates repeat across lines and messages; a date object is immutable.
+                w.emit(f"_known = _DATES.get({var})")
+                w.emit("if _known is None:")
+                with w.block():
+                    w.emit(f"_known = _date(int({var}[:4]), int({var}[4:6]), int({var}[6:8]))")
+                    w.emit(f"_remember(_DATES, {var}, _known)")
+                w.emit(f"{var} = _known")
             w.emit("else:")
             with w.block():
                 w.emit(f"{var} = {cv}({var})")
@@ -420,8 +426,10 @@ class _Generator:
             money = convert is TYPES["money"]
             text = (f"{var}.strip().lstrip('$').strip().replace(',', '')" if money
                     else f"{var}.strip().replace(',', '')")
-            w.emit("_dec = None")
-            w.emit(f"if type({var}) is str:")
+            # Amounts and units repeat; a Decimal is immutable, so equal texts share one.
+            known = "_MONEY" if money else "_DECIMALS"
+            w.emit(f"_dec = {known}.get({var}) if type({var}) is str else None")
+            w.emit(f"if _dec is None and type({var}) is str:")
             with w.block():
                 w.emit("try:")
                 with w.block():
@@ -431,6 +439,9 @@ class _Generator:
                 w.emit("except _InvalidOperation:")
                 with w.block():
                     w.emit("_dec = None")
+                w.emit("if _dec is not None and _dec.is_finite():")
+                with w.block():
+                    w.emit(f"_remember({known}, {var}, _dec)")
             w.emit("if _dec is not None and _dec.is_finite():")
             with w.block():
                 w.emit(f"{var} = _dec")
@@ -724,7 +735,8 @@ class _Generator:
             "_InvalidOperation": InvalidOperation, "_CENT": _CENT, "_sha256": hashlib.sha256,
             "INPUT": m.input, "_sa": object.__setattr__, "_copy_list": copy_list,
             "_MappedCharge": _mapped_charge_type(), "_get_attr": get_attr,
-            "_get_item": get_item,
+            "_get_item": get_item, "_DATES": _DATES, "_MONEY": _MONEY,
+            "_DECIMALS": _DECIMALS, "_remember": _remember,
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -965,6 +977,19 @@ class _Generator:
         w.emit(f"_sa({out}, '__pydantic_extra__', None)")
         w.emit(f"_sa({out}, '__pydantic_private__', None)")
         return out
+
+
+# Converted texts (immutable results only), shared by all generated functions; bounded.
+_DATES: dict[str, date] = {}
+_MONEY: dict[str, Decimal] = {}
+_DECIMALS: dict[str, Decimal] = {}
+_KNOWN_LIMIT = 4096
+
+
+def _remember(known: dict[str, Any], text: str, value: Any) -> None:
+    if len(known) >= _KNOWN_LIMIT:
+        known.clear()
+    known[text] = value
 
 
 def _finish_value(value: str, sub: int, enc: Any, codec: str) -> str | None:
