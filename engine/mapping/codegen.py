@@ -29,7 +29,7 @@ from engine.errors import MappingError
 from engine.hl7.encoding import unescape
 from engine.hl7.path import ALL, Path, compile_path
 from engine.mapping.accessors import ItemScope, LineSource
-from engine.mapping.build import copy_list, model_builder, simple_model
+from engine.mapping.build import copy_list, model_builder, simple_model, slot_setters
 from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
 from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
 from engine.mapping.expressions import _ENV, expression_tree, get_attr, get_item
@@ -971,11 +971,13 @@ class _Generator:
                                f"for _x in {key}]")
         out = w.var("m")
         fields_set = w.bind(set(model.model_fields), "fs")
+        set_dict, set_fields, set_extra, set_private = (
+            w.bind(setter, "ss") for setter in slot_setters(model))
         w.emit(f"{out} = _new({w.bind(model, 'cls')})")
-        w.emit(f"_sa({out}, '__dict__', {src})")
-        w.emit(f"_sa({out}, '__pydantic_fields_set__', {fields_set})")
-        w.emit(f"_sa({out}, '__pydantic_extra__', None)")
-        w.emit(f"_sa({out}, '__pydantic_private__', None)")
+        w.emit(f"{set_dict}({out}, {src})")
+        w.emit(f"{set_fields}({out}, {fields_set})")
+        w.emit(f"{set_extra}({out}, None)")
+        w.emit(f"{set_private}({out}, None)")
         return out
 
 
