@@ -75,12 +75,25 @@ class Segment:
         if self.name == "MSH" and field <= 2:
             return raw
         enc = self.encoding
-        parts = raw.split(enc.repetition) if enc.repetition else [raw]
-        value = parts[repetition - 1] if 0 < repetition <= len(parts) else ""
-        parts = value.split(enc.component) if enc.component else [value]
-        value = parts[component - 1] if 0 < component <= len(parts) else ""
-        parts = value.split(enc.subcomponent) if enc.subcomponent else [value]
-        value = parts[subcomponent - 1] if 0 < subcomponent <= len(parts) else ""
+        # Split only where the separator occurs: without it the value is its only part.
+        sep = enc.repetition
+        if sep and sep in raw:
+            parts = raw.split(sep)
+            value = parts[repetition - 1] if 0 < repetition <= len(parts) else ""
+        else:
+            value = raw if repetition == 1 else ""
+        sep = enc.component
+        if sep and sep in value:
+            parts = value.split(sep)
+            value = parts[component - 1] if 0 < component <= len(parts) else ""
+        elif component != 1:
+            value = ""
+        sep = enc.subcomponent
+        if sep and sep in value:
+            parts = value.split(sep)
+            value = parts[subcomponent - 1] if 0 < subcomponent <= len(parts) else ""
+        elif subcomponent != 1:
+            value = ""
         if not value or value == '""':
             return None
         if enc.escape and enc.escape in value:

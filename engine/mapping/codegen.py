@@ -626,7 +626,10 @@ class _Generator:
                     f"{ctx.obj}.segments({kind})]")
         if parts.order is not None:
             order = self.w.bind(parts.order, "o")
-            self.w.emit(f"{scopes}.sort(key=lambda _s: _order_key({order}(_s)))")
+            # A single record needs no order (its key, a pure path read, is not computed).
+            self.w.emit(f"if len({scopes}) > 1:")
+            with self.w.block():
+                self.w.emit(f"{scopes}.sort(key=lambda _s: _order_key({order}(_s)))")
         self.w.emit(f"{out} = []")
         item_scope = self.w.var("isc")
         self.w.emit(f"for {item_scope} in {scopes}:")
