@@ -76,4 +76,12 @@ def router(state: Any) -> APIRouter:
         """The store's size, each channel's retention setting and the pruning results."""
         return retention_view(state)
 
+    @r.get("/system/nodes")
+    def nodes(_: Principal = Depends(require(Permission.READ))) -> list[dict[str, Any]]:
+        """Every engine process sharing this store: node, role, pid, host, last heartbeat
+        and whether it is alive (beat within 15 s)."""
+        from engine.cluster import cluster_view
+
+        return cluster_view(state.store)
+
     return r

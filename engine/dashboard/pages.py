@@ -217,7 +217,10 @@ def router(state: Any) -> APIRouter:
     @guarded
     def system_page(request: Request) -> Response:
         principal = who(request)
-        return _page("system.html", view=retention_view(state), **_context(principal))
+        from engine.cluster import cluster_view
+
+        return _page("system.html", view=retention_view(state), nodes=cluster_view(store),
+                     **_context(principal))
 
     @r.get("/audit")
     @guarded
