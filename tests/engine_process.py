@@ -54,6 +54,16 @@ def engine_config(tmp: Path, *, channels: list[dict[str, Any]] | None = None,
     }
 
 
+def _die_with_test_run() -> None:
+    """In the engine child: get SIGTERM if the test run dies (killed by a timeout, say)
+    before it could stop the engine, so no engine outlives its test."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
              what: str = "condition") -> Any:
     """Poll until predicate() is truthy; fail the test with `what` after `timeout`."""
@@ -89,7 +99,7 @@ class EngineProcess:
             [sys.executable, "-m", "engine.cli", "run", "--config", str(self.config_path),
              "--role", self.role, "--node", self.node],
             stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_test_run)
         log.close()
         wait_for(self._started, timeout, what=f"engine start (log {self.log_path})")
         return self
