@@ -433,13 +433,7 @@ class Compiler:
                     return [v for v in (convert_one(item, line) for item in value)
                             if v is not STOP] if convert is not None else value
             if convert is not None:
-                try:
-                    value = convert(value)
-                    if retarget is not None:
-                        value = to_target(value, retarget)
-                except ValueError as exc:
-                    bad_value(line, value, exc)
-                    return STOP
+                return _converted(value, line, convert, retarget, bad_value)
             return value
 
         def convert_one(value: Any, line: Line) -> Any:
@@ -765,13 +759,7 @@ def _scalar_getter(read: Callable[[Any], Any], steps: list[Callable[[str], Any]]
         if value is None or value == "":
             return default
         if convert is not None:
-            try:
-                value = convert(value)
-                if retarget is not None:
-                    value = to_target(value, retarget)
-            except ValueError as exc:
-                bad_value(line, value, exc)
-                return STOP
+            return _converted(value, line, convert, retarget, bad_value)
         return value
 
     return get_looked_up
@@ -838,3 +826,16 @@ class CompiledRule:
     hold: Callable[[dict[str, Any]], str] | None
     warn: Callable[[dict[str, Any]], str] | None
     drop: Callable[[dict[str, Any]], str] | None
+
+
+def _converted(value: Any, line: Any, convert: Any, retarget: Any, bad_value: Any) -> Any:
+    """`value` converted to its field's type (and target), or STOP after recording the
+    finding when it does not convert."""
+    try:
+        value = convert(value)
+        if retarget is not None:
+            value = to_target(value, retarget)
+    except ValueError as exc:
+        bad_value(line, value, exc)
+        return STOP
+    return value
