@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import nodes as jnodes
 from pydantic import BaseModel
 
-from engine.charge import Charge, make_charge_id
+from engine.charge import Charge
 from engine.errors import MappingError
 from engine.hl7.encoding import unescape
 from engine.hl7.path import ALL, Path, compile_path
 from engine.mapping.accessors import ItemScope, LineSource
 from engine.mapping.build import copy_list, model_builder, simple_model, slot_setters
-from engine.mapping.compiler import STOP, FieldParts, Line, _order_key
+from engine.mapping.compiler import STOP, FieldParts, Line, _order_key, expression_failed
 from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
 from engine.mapping.expressions import _ENV, expression_tree, get_attr, get_item
 from engine.mapping.targets import unwrap_optional
@@ -132,12 +132,29 @@ class _Block:
         self.writer.cache.pop()
 
 
-class _Generator:
-    """Writes `apply_fast(msg, channel)` for one compiled HL7 mapping."""
+class _NeedsNamespace(Exception):
+    """A line reads a closure that reads the namespace: make it for every line."""
 
-    def __init__(self, mapping: CompiledMapping) -> None:
+
+class _Generator:
+    """Writes `apply_fast(msg, channel)` for one compiled HL7 mapping.
+
+    The expression namespace of a line (`ns`) is made only where something reads it (a
+    rule that runs, a filter's reason) unless `eager_ns`: then, as in the reference, every
+    line makes one, for the closures a line calls that read it.
+    """
+
+    def __init__(self, mapping: CompiledMapping, eager_ns: bool = False) -> None:
         self.m = mapping
         self.w = _Writer()
+        self.eager_ns = eager_ns
+        self.in_line = False
+        self.has_data = False
+        self.line_ctx = _Ctx("line", "ls")
+        # Line var name -> the local holding its value (None for STOP), once computed.
+        self.line_vars: dict[str, str] = {}
+        # Names the message's namespace holds beside the reader and control id.
+        self.message_names = {"message_type", *(p.name for p in mapping.static_vars)}
 
     # -- reading HL7 values ---------------------------------------------------------------
 
@@ -171,11 +188,18 @@ class _Generator:
         found = self.w.cached(key)
         if found is not None:
             return found.split(",")[0], found.split(",")[1]
-        segs = self._segments(ctx, seg)
-        first, fields = self.w.var("s"), self.w.var("f")
-        self.w.emit(f"{first} = {segs}[0] if {segs} else None")
-        self.w.emit(f"{fields} = ({first}._fields if {first}._fields is not None else "
-                    f"{first}._split()) if {first} is not None else _NONE")
+        fields = self.w.var("f")
+        if owner.kind == "line" and seg == self.m.iterate:
+            # A line's own `iterate` segment is its anchor: the group starts with it.
+            first = "_anchor"
+            self.w.emit(f"{fields} = _anchor._fields if _anchor._fields is not None else "
+                        "_anchor._split()")
+        else:
+            segs = self._segments(ctx, seg)
+            first = self.w.var("s")
+            self.w.emit(f"{first} = {segs}[0] if {segs} else None")
+            self.w.emit(f"{fields} = ({first}._fields if {first}._fields is not None else "
+                        f"{first}._split()) if {first} is not None else _NONE")
         self.w.remember(key, f"{first},{fields}")
         return first, fields
 
@@ -188,7 +212,7 @@ class _Generator:
         out = self.w.var()
         if path.seg_index != 0 or path.rep == ALL or (path.seg == "MSH" and path.field <= 2):
             bound = self.w.bind(path, "p")
-            self.w.emit(f"{out} = {bound}.first({ctx.obj})")
+            self.w.emit(f"{out} = {bound}.first({self._obj(ctx)})")
             self.w.remember(key, out)
             return out
         first, raw = self._raw(ctx, path)
@@ -250,7 +274,7 @@ class _Generator:
         """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline."""
         w = self.w
         if path.seg_index != 0 or (path.seg == "MSH" and path.field <= 2):
-            w.emit(f"{out} = {w.bind(path, 'p')}.all({ctx.obj})")
+            w.emit(f"{out} = {w.bind(path, 'p')}.all({self._obj(ctx)})")
             return
         if path.rep != ALL:
             # One repetition of the first segment: `all` is `first` as a list (and the
@@ -286,6 +310,15 @@ class _Generator:
                     with w.block():
                         w.emit("continue")
                 w.emit(f"{out}.append(_rv)")
+
+    def _obj(self, ctx: _Ctx) -> str:
+        """The expression naming the scope object; a line's LineSource is made on first use
+        (most lines never need one: their values are read inline)."""
+        if ctx.kind == "line":
+            self.w.emit("if ls is None:")
+            with self.w.block():
+                self.w.emit("ls = _line_source(_own, msg)")
+        return ctx.obj
 
     def _owner(self, ctx: _Ctx, seg: str) -> _Ctx:
         owner = ctx
@@ -331,8 +364,9 @@ class _Generator:
         return self._opaque(ctx, parts)
 
     def _opaque(self, ctx: _Ctx, parts: FieldParts) -> str:
+        self._needs_ns()
         out = self.w.var()
-        self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({ctx.obj}, line)")
+        self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({self._obj(ctx)}, line)")
         return out
 
     def _source(self, ctx: _Ctx, parts: FieldParts) -> tuple[str, bool]:
@@ -348,7 +382,25 @@ class _Generator:
         if hasattr(parts.raw, "constant"):
             self.w.emit(f"{out} = {self.w.bind(parts.raw.constant, 'c')}")
             return out, False
-        self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({ctx.obj}, line)")
+        tree = expression_tree(parts.expression) if parts.expression is not None else None
+        inline = None
+        if tree is not None and self.in_line:
+            try:
+                inline = self._expr(tree)
+            except _Unsupported:
+                inline = None
+        if inline is None:
+            self._needs_ns()
+            self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({self._obj(ctx)}, line)")
+            return out, True
+        # compiler `_expr_getter`: an expression that raises holds the charge.
+        self.w.emit("try:")
+        with self.w.block():
+            self.w.emit(f"{out} = {inline}")
+        self.w.emit("except Exception as _exc:")
+        with self.w.block():
+            self.w.emit(f"_expression_failed(line, {self.w.bind(parts.name, 'n')}, _exc)")
+            self.w.emit(f"{out} = STOP")
         return out, True
 
     def _steps(self, var: str, parts: FieldParts) -> None:
@@ -622,8 +674,8 @@ class _Generator:
         out = self.w.var()
         scopes = self.w.var("scopes")
         kind = self.w.bind(parts.segment, "n")
-        self.w.emit(f"{scopes} = [_ItemScope(_seg, {ctx.obj}) for _seg in "
-                    f"{ctx.obj}.segments({kind})]")
+        obj = self._obj(ctx)
+        self.w.emit(f"{scopes} = [_ItemScope(_seg, {obj}) for _seg in {obj}.segments({kind})]")
         if parts.order is not None:
             order = self.w.bind(parts.order, "o")
             # A single record needs no order (its key, a pure path read, is not computed).
@@ -660,8 +712,8 @@ class _Generator:
         return out
 
     def _put(self, holder: str, keys: tuple[str, ...], value: str) -> None:
-        target = holder + "".join(f"[{self.w.bind(k, 'n')}]" for k in keys[:-1])
-        self.w.emit(f"{target}[{self.w.bind(keys[-1], 'n')}] = {value}")
+        target = holder + "".join(f"[{self._key(k)}]" for k in keys[:-1])
+        self.w.emit(f"{target}[{self._key(keys[-1])}] = {value}")
 
     def _store(self, target: str, plan: Any, value: str) -> None:
         self.w.emit(f"if {value} is not None and {value} is not STOP:")
@@ -679,14 +731,6 @@ class _Generator:
         if any(p.parts is None for p in plans):
             raise _Unsupported("a field without parts")
         w.lines.append("def apply_fast(msg, channel):")
-        w.emit("control_id = msg.control_id or ''")
-        w.emit("groups = msg.groups(ITERATE)")
-        w.emit("if not groups:")
-        with w.block():
-            w.emit("return MappingResult([], [], None, 0)")
-        w.emit("lines_in = len(groups)")
-        w.emit("base_ns = {'hl7': msg.get, 'control_id': control_id, "
-               "'message_type': msg.message_type}")
         w.emit("_enc = msg.encoding")
         w.emit("_R, _C, _S, _E = _enc.repetition, _enc.component, _enc.subcomponent, "
                "_enc.escape")
@@ -695,8 +739,20 @@ class _Generator:
             # A message declaring fewer encoding characters takes the reference path.
             w.emit("return M.apply_reference(msg, channel=channel)")
         w.emit("_bn = msg._by_name")
-        w.emit("line = _Line({}, base_ns, False)")
         msg_ctx = _Ctx("msg", "msg")
+        # msg.control_id and msg.message_type, read like any MSH value.
+        w.emit(f"control_id = {self._path_value(msg_ctx, compile_path('MSH-10'))} or ''")
+        self._groups()
+        w.emit("if not groups:")
+        with w.block():
+            w.emit("return MappingResult([], [], None, 0)")
+        w.emit("lines_in = len(groups)")
+        kind = self._path_value(msg_ctx, compile_path("MSH-9.1"))
+        trigger = self._path_value(msg_ctx, compile_path("MSH-9.2"))
+        w.emit(f"base_ns = {{'hl7': msg.get, 'control_id': control_id, 'message_type': "
+               f"(f'{{{kind}}}^{{{trigger}}}' if {trigger} else {kind}) "
+               f"if {kind} is not None else None}}")
+        w.emit("line = _Line({}, base_ns, False)")
         for plan in m.static_vars:
             value = self.value(msg_ctx, plan.parts)
             w.emit(f"base_ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
@@ -705,7 +761,7 @@ class _Generator:
             w.emit("if _reason is not None:")
             with w.block():
                 w.emit("return MappingResult([], [], _reason, lines_in)")
-        w.emit("template = SKELETON()")
+        w.emit(f"template = {self._literal(m.skeleton())}")
         for plan in m.static_fields:
             value = self.value(msg_ctx, plan.parts)
             self._store("template", plan, value)
@@ -720,26 +776,28 @@ class _Generator:
                "'mapping': NAME, 'mapping_version': VERSION, 'mapping_hash': HASH}")
         # make_charge_id(channel, control_id or input, line_id), its hash started per message.
         w.emit("id_prefix = _sha256(f'{channel}\\x1f{control_id or INPUT}\\x1f'.encode())")
-        w.emit("for index, group in enumerate(groups, 1):")
+        w.emit("for index, (_anchor, _own) in enumerate(groups, 1):")
         with w.block():
+            self.in_line = True
             self._line_body()
+            self.in_line = False
         w.emit("return MappingResult(charges, dropped, None, lines_in)")
         source = "\n".join(w.lines) + "\n"
         namespace: dict[str, Any] = {
             **w.names, "STOP": STOP, "_NONE": _NONE, "_finish_value": _finish_value,
             "_to_target": to_target, "_LIST_CELL": _LIST_CELL, "_Line": Line,
             "_ItemScope": ItemScope, "_order_key": _order_key, "_new": object.__new__,
-            "_LineSource": LineSource, "_message_filters": _message_filters,
-            "ITERATE": m.iterate, "SKELETON": m.skeleton, "NAME": m.name, "VERSION": m.version,
+            "_line_source": _line_source, "_message_filters": _message_filters,
+            "ITERATE": m.iterate, "NAME": m.name, "VERSION": m.version,
             "HASH": m.file_hash, "MESSAGE_FILTERS": m.message_filters, "M": m,
-            "MappingResult": _result_type(), "COPY": m.copy_data,
-            "EARLY": m.early_filters, "LATE": m.late_filters, "RULES": m.rules,
-            "_charge_id": make_charge_id, "_date": date, "_Decimal": Decimal,
+            "MappingResult": _result_type(), "LATE": m.late_filters,
+            "_date": date, "_Decimal": Decimal,
             "_InvalidOperation": InvalidOperation, "_CENT": _CENT, "_sha256": hashlib.sha256,
-            "INPUT": m.input, "_sa": object.__setattr__, "_copy_list": copy_list,
+            "INPUT": m.input, "_copy_list": copy_list,
             "_MappedCharge": _mapped_charge_type(), "_get_attr": get_attr,
             "_get_item": get_item, "_DATES": _DATES, "_MONEY": _MONEY,
             "_DECIMALS": _DECIMALS, "_remember": _remember,
+            "_expression_failed": expression_failed,
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -747,25 +805,76 @@ class _Generator:
         fast.source = source  # type: ignore[attr-defined]
         return fast
 
+    def _groups(self) -> None:
+        """`groups`: (anchor, its group's segments by name) per `iterate` segment, as
+        Message.groups(ITERATE) splits them, in one pass over the message."""
+        w = self.w
+        w.emit("groups = []")
+        w.emit("_own = None")
+        w.emit("for _seg in msg._segments:")
+        with w.block():
+            w.emit("if _seg.name == ITERATE:")
+            with w.block():
+                w.emit("_own = {ITERATE: [_seg]}")
+                w.emit("groups.append((_seg, _own))")
+            w.emit("elif _own is not None:")
+            with w.block():
+                w.emit("_found = _own.get(_seg.name)")
+                w.emit("if _found is None:")
+                with w.block():
+                    w.emit("_own[_seg.name] = [_seg]")
+                w.emit("else:")
+                with w.block():
+                    w.emit("_found.append(_seg)")
+
+    def _literal(self, value: Any) -> str:
+        """Source making a fresh copy of a skeleton dict: nested dicts and (empty) lists
+        new, scalars shared."""
+        if type(value) is dict:
+            items = ", ".join(f"{self._key(k)}: {self._literal(v)}" for k, v in value.items())
+            return "{" + items + "}"
+        if type(value) is list:
+            if value:
+                raise _Unsupported("a skeleton with a filled list")
+            return "[]"
+        if value is None:
+            return "None"
+        if type(value) not in (str, int, bool, float, Decimal, date):
+            raise _Unsupported("a mutable skeleton value")
+        return self.w.bind(value, "c")
+
+    def _key(self, key: str) -> str:
+        """A charge dict key: the model's field name, written as a literal when it is a
+        plain identifier (every Charge field is), else bound."""
+        if key.isascii() and key.isidentifier():
+            return repr(key)
+        return self.w.bind(key, "n")
+
+    def _needs_ns(self) -> None:
+        """The code about to be written calls a closure that reads the line's namespace."""
+        if self.in_line and not self.eager_ns:
+            raise _NeedsNamespace
+
+    def _namespace(self, extra: str = "") -> str:
+        """Source giving the line's expression namespace as the reference builds it: the
+        message's, the line's index, hl7 reader and charge dict, the line vars so far."""
+        if self.eager_ns:
+            return f"{{**ns, {extra}}}" if extra else "ns"
+        self._obj(self.line_ctx)
+        items = ["**base_ns", "'line': index", "'hl7': ls.get"]
+        if self.has_data:
+            items.append("'charge': data")
+        items += [f"{self.w.bind(name, 'n')}: {local}" for name, local in self.line_vars.items()]
+        if extra:
+            items.append(extra)
+        return "{" + ", ".join(items) + "}"
+
     def _line_body(self) -> None:
         m, w = self.m, self.w
-        w.emit("_segs = group._own")
-        w.emit("_own = {}")
-        w.emit("for _seg in _segs:")
-        with w.block():
-            w.emit("_found = _own.get(_seg.name)")
-            w.emit("if _found is None:")
-            with w.block():
-                w.emit("_own[_seg.name] = [_seg]")
-            w.emit("else:")
-            with w.block():
-                w.emit("_found.append(_seg)")
-        w.emit("ls = _new(_LineSource)")
-        w.emit("ls.own = _own")
-        w.emit("ls.message = msg")
-        line_ctx = _Ctx("line", "ls")
+        w.emit("ls = None")
+        line_ctx = self.line_ctx
         if m.iterate == "MSH":
-            w.emit("_set_id = _segs[0].get(1)")
+            w.emit("_set_id = _anchor.get(1)")
         else:
             # The anchor is the group's first `iterate` segment: its set id, read once.
             w.emit(f"_set_id = {self._path_value(line_ctx, compile_path(f'{m.iterate}-1'))}")
@@ -774,47 +883,35 @@ class _Generator:
         with w.block():
             w.emit("line_id = f'{line_id}#{index}'")
         w.emit("seen_ids.add(line_id)")
-        w.emit("ns = base_ns.copy()")
-        w.emit("ns['line'] = index")
-        w.emit("ns['hl7'] = ls.get")
+        if self.eager_ns:
+            w.emit(f"ns = {{**base_ns, 'line': index, 'hl7': {self._obj(line_ctx)}.get}}")
         if m.early_filters:
-            w.emit("_reason = None")
-            for i, flt in enumerate(m.early_filters):
-                if flt.get is None or flt.test is None:
-                    raise _Unsupported("early filter without a path")
-                name = w.bind(flt, "fl")
-                cond = "" if i == 0 else "if _reason is None:"
-                if cond:
-                    w.emit(cond)
-                    w.depth += 1
-                if flt.paths:
-                    self._filter_value(line_ctx, flt.paths)
-                else:
-                    w.emit(f"_fv = {w.bind(flt.get, 'fg')}(ls)")
-                w.emit(f"if {name}.test(_fv):")
-                with w.block():
-                    w.emit(f"_reason = {name}.name + ': ' + {name}.reason({{**ns, 'value': _fv}})")
-                if cond:
-                    w.depth -= 1
-            w.emit("if _reason is not None:")
-            with w.block():
-                w.emit("dropped.append((line_id, _reason))")
-                w.emit("continue")
+            self._early_filters()
         self._copy(Charge, "template", "data")
-        w.emit("ns['charge'] = data")
-        w.emit("line = _Line(data, ns, False)")
+        self.has_data = True
+        if self.eager_ns:
+            w.emit("ns['charge'] = data")
+        w.emit(f"line = _Line(data, {'ns' if self.eager_ns else 'None'}, False)")
         w.emit("if static_findings:")
         with w.block():
             w.emit("line.findings.extend(static_findings)")
         for plan in m.line_vars:
             value = self.value(line_ctx, plan.parts)
-            w.emit(f"ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
+            name = w.bind(plan.name, "n")
+            if self.eager_ns:
+                w.emit(f"ns[{name}] = None if {value} is STOP else {value}")
+            else:
+                local = w.var("lv")
+                w.emit(f"{local} = None if {value} is STOP else {value}")
+                self.line_vars[plan.name] = local
         for plan in m.line_fields:
             value = self.value(line_ctx, plan.parts)
             self._store("data", plan, value)
         w.emit("_reason = None")
         if m.late_filters:
-            w.emit("_reason = M._first_filter(LATE, ls, ns, line)")
+            if not self.eager_ns:
+                w.emit(f"line.ns = {self._namespace()}")
+            w.emit("_reason = M._first_filter(LATE, ls, line.ns, line)")
         for rule in m.rules:
             w.emit("if _reason is None:")
             with w.block():
@@ -824,6 +921,50 @@ class _Generator:
             w.emit("dropped.append((line_id, _reason))")
             w.emit("continue")
         self._finish()
+
+    def _early_filters(self) -> None:
+        """Path filters on the line's segments, tested before anything else is read."""
+        w = self.w
+        w.emit("_reason = None")
+        for i, flt in enumerate(self.m.early_filters):
+            if flt.get is None or flt.test is None:
+                raise _Unsupported("early filter without a path")
+            name = w.bind(flt, "fl")
+            if i:
+                w.emit("if _reason is None:")
+                w.depth += 1
+            if flt.paths:
+                self._filter_value(self.line_ctx, flt.paths)
+                test = self._filter_test(flt)
+            else:
+                w.emit(f"_fv = {w.bind(flt.get, 'fg')}({self._obj(self.line_ctx)})")
+                test = f"{name}.test(_fv)"
+            w.emit(f"if {test}:")
+            with w.block():
+                w.emit(f"_reason = {name}.name + ': ' + "
+                       f"{name}.reason({self._namespace(repr('value') + ': _fv')})")
+            if i:
+                w.depth -= 1
+        w.emit("if _reason is not None:")
+        with w.block():
+            w.emit("dropped.append((line_id, _reason))")
+            w.emit("continue")
+
+    def _filter_test(self, flt: Any) -> str:
+        """`flt.test(_fv)` for a value read from paths (text or None), written inline."""
+        if flt.test_kind is None:
+            return f"{self.w.bind(flt, 'fl')}.test(_fv)"
+        kind, operand = flt.test_kind
+        bound = self.w.bind(operand, "c")
+        if kind == "in":
+            return f"_fv is not None and _fv.strip() in {bound}"
+        if kind == "not_in":
+            return f"(_fv is None or _fv.strip() not in {bound})"
+        if kind == "equals":
+            return f"_fv is not None and _fv.strip() == {bound}"
+        if kind == "exists":
+            return f"(_fv is not None) == {bound}"
+        return f"_fv is not None and {bound}.search(_fv) is not None"
 
     def _rule(self, rule: Any) -> None:
         """One rule: a simple `when:` is tested inline and the rule runs only when it holds;
@@ -838,7 +979,7 @@ class _Generator:
             except _Unsupported:
                 test = None
         if test is None:
-            w.emit(f"_reason = M._rule({bound}, line)")
+            self._run_rule(bound)
             return
         w.emit("try:")
         with w.block():
@@ -849,7 +990,15 @@ class _Generator:
             w.emit("_when = True")
         w.emit("if _when:")
         with w.block():
-            w.emit(f"_reason = M._rule({bound}, line)")
+            self._run_rule(bound)
+
+    def _run_rule(self, bound: str) -> None:
+        """mapping `_rule` on the line, its namespace made first when it is made lazily."""
+        if not self.eager_ns:
+            self.w.emit("if line.ns is None:")
+            with self.w.block():
+                self.w.emit(f"line.ns = {self._namespace()}")
+        self.w.emit(f"_reason = M._rule({bound}, line)")
 
     def _expr(self, node: Any) -> str:
         """Python source computing a translated expression (expressions._translate) from `ns`
@@ -858,10 +1007,7 @@ class _Generator:
         if isinstance(node, jnodes.Const):
             return w.bind(node.value, "c")
         if isinstance(node, jnodes.Name):
-            if node.name == "charge" and self._charge_is_data():
-                return "data"
-            return (f"ns.get({w.bind(node.name, 'n')}, "
-                    f"{w.bind(_ENV.globals.get(node.name), 'c')})")
+            return self._name(node.name)
         if isinstance(node, jnodes.Getattr):
             inner = ex(node.node)
             if inner == "data":
@@ -892,10 +1038,23 @@ class _Generator:
             return f"({ex(node.node)} is None)"
         raise _Unsupported(type(node).__name__)
 
-    def _charge_is_data(self) -> bool:
-        """`charge` names the line's data dict unless a var of that name replaces it."""
-        names = {p.name for p in (*self.m.static_vars, *self.m.line_vars)}
-        return "charge" not in names
+    def _name(self, name: str) -> str:
+        """A name in an expression: what `ns.get(name, global)` gives at this point."""
+        w = self.w
+        if name == "charge" and self.has_data:
+            return "data"  # var names never shadow it (the loader reserves it)
+        fallback = w.bind(_ENV.globals.get(name), "c")
+        if self.eager_ns:
+            return f"ns.get({w.bind(name, 'n')}, {fallback})"
+        if name in self.line_vars:
+            return self.line_vars[name]
+        if name == "line":
+            return "index"
+        if name in self.message_names:
+            return f"base_ns[{w.bind(name, 'n')}]"
+        if name == "hl7":
+            raise _Unsupported("hl7 read inside an expression")
+        return fallback
 
     def _filter_value(self, ctx: _Ctx, paths: list[Path]) -> None:
         """`_fv` = the first non-empty value of the filter's path alternatives."""
@@ -935,7 +1094,7 @@ class _Generator:
         w.emit(f"{out} = {src}.copy()")
         for name, info in model.model_fields.items():
             annotation = unwrap_optional(info.annotation)
-            key = f"{out}[{w.bind(name, 'n')}]"
+            key = f"{out}[{self._key(name)}]"
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 sub = w.var("d")
                 w.emit(f"{sub} = {key}")
@@ -956,7 +1115,7 @@ class _Generator:
             return out
         for name, info in model.model_fields.items():
             annotation = unwrap_optional(info.annotation)
-            key = f"{src}[{w.bind(name, 'n')}]"
+            key = f"{src}[{self._key(name)}]"
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 sub = w.var("d")
                 w.emit(f"{sub} = {key}")
@@ -1012,6 +1171,14 @@ def _finish_value(value: str, sub: int, enc: Any, codec: str) -> str | None:
     return value
 
 
+def _line_source(own: dict[str, list[Any]], msg: Any) -> LineSource:
+    """A LineSource over a group already indexed by segment name."""
+    source: LineSource = object.__new__(LineSource)
+    source.own = own
+    source.message = msg
+    return source
+
+
 def _message_filters(filters: list[Any], msg: Any, ns: dict[str, Any]) -> str | None:
     for flt in filters:
         try:
@@ -1041,6 +1208,9 @@ def generate(mapping: CompiledMapping) -> FastApply | None:
     if mapping.input != "hl7" or not mapping.iterate:
         return None
     try:
-        return _Generator(mapping).generate()
+        try:
+            return _Generator(mapping).generate()
+        except _NeedsNamespace:
+            return _Generator(mapping, eager_ns=True).generate()
     except _Unsupported:
         return None

@@ -123,6 +123,8 @@ class FieldParts:
     order: Callable[[Any], Any] | None = None
     # Records a converter's ValueError as a hold finding: bad(line, value, exc).
     bad: Callable[[Line, Any, Exception], None] | None = None
+    # The compiled `expr:` that `raw` evaluates on the line's namespace.
+    expression: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -274,6 +276,7 @@ class Compiler:
         static = True
         raw: Callable[[Any, Line], Any] | None = None
         read: Callable[[Any], Any] | None = None
+        expression: Callable[..., Any] | None = None
         how = ""
         if spec.each is not None or spec.fields is not None:
             self.problems.append(site.child("each").problem(
@@ -301,6 +304,7 @@ class Compiler:
             static = False
             how = f"expr {spec.expr}"
             raw = self._expr_getter(expr, field_name, spec.expr)
+            expression = expr
         elif spec.has_value:
             constant = self._constant(spec.value, type_name, target_type, is_list, field_name,
                                       site.child("value"))
@@ -343,7 +347,8 @@ class Compiler:
                            steps=steps, lookup=lookup, convert=convert, retarget=retarget,
                            type_name=type_name, is_list=is_list,
                            fallback=fallback.parts if fallback is not None else None,
-                           default=default, bad=bad_value_reporter(field_name, type_name))
+                           default=default, bad=bad_value_reporter(field_name, type_name),
+                           expression=expression)
         if fallback is not None and fallback.parts is None:
             made.kind = "opaque"
         return _Source(get, static, made)
@@ -382,9 +387,7 @@ class Compiler:
                     line.trail.append(label)
                 return value
             except Exception as exc:  # a data-dependent error (None * 2) must not fail a message
-                line.hold("mapping.expression_error", field_name,
-                          f"{field_name}: the mapping expression failed ({type(exc).__name__}: "
-                          f"{exc})")
+                expression_failed(line, field_name, exc)
                 return STOP
 
         return evaluate
@@ -654,12 +657,16 @@ class Compiler:
             return None
         get = compiled[0]
         test: Callable[[Any], bool]
+        # (kind, operand) says the same as `test` for the code generator to write inline.
+        how: tuple[str, Any]
         if spec.in_ is not None:
             allowed = {str(v) for v in spec.in_}
             test = lambda v: v is not None and str(v).strip() in allowed  # noqa: E731
+            how = ("in", allowed)
         elif spec.not_in is not None:
             refused = {str(v) for v in spec.not_in}
             test = lambda v: v is None or str(v).strip() not in refused  # noqa: E731
+            how = ("not_in", refused)
         elif spec.matches is not None:
             try:
                 pattern = re.compile(spec.matches)
@@ -668,15 +675,18 @@ class Compiler:
                     f"regular expression does not compile ({exc})"))
                 return None
             test = lambda v: v is not None and pattern.search(str(v)) is not None  # noqa: E731
+            how = ("matches", pattern)
         elif spec.exists is not None:
             wanted = spec.exists
             test = lambda v: (v is not None) == wanted  # noqa: E731
+            how = ("exists", wanted)
         else:
             expected = str(spec.equals)
             test = lambda v: v is not None and str(v).strip() == expected  # noqa: E731
+            how = ("equals", expected)
         paths = ([hl7_path.compile_path(p) for p in compiled[1]] if self.input == "hl7"
                  else [])
-        return CompiledFilter(name, spec.drop, get, None, test, reason, paths)
+        return CompiledFilter(name, spec.drop, get, None, test, reason, paths, how)
 
     def rule(self, spec: RuleSpec, site: Site, setter_for: Callable[[str, Site], Any]
              ) -> CompiledRule | None:
@@ -711,6 +721,12 @@ class Compiler:
                 f"unknown charge field {name!r}{did_you_mean(name, all_target_names())}"))
             return None
         return target, index, item
+
+
+def expression_failed(line: Line, field_name: str, exc: Exception) -> None:
+    """What a field does when its expression raised on this data: a hold finding."""
+    line.hold("mapping.expression_error", field_name,
+              f"{field_name}: the mapping expression failed ({type(exc).__name__}: {exc})")
 
 
 def bad_value_reporter(field_name: str, type_name: str | None
@@ -802,6 +818,8 @@ class CompiledFilter:
     reason: Callable[[dict[str, Any]], str]
     # The compiled HL7 alternatives `get` reads (first non-empty wins), for the generator.
     paths: list[Any] = field(default_factory=list)
+    # What `test` checks, as (kind, operand): in, not_in, matches, exists or equals.
+    test_kind: tuple[str, Any] | None = None
 
     def matches(self, scope: Any, ns: dict[str, Any]) -> str | None:
         """The rendered reason when the filter drops, else None."""

@@ -74,6 +74,9 @@ def _varied() -> list[str]:
         dft(ft1(1), insurance=[IN1.format(n=2, payer="", name="Aetna", member="M2"),
                                IN1.format(n=1, payer="00621", name="Blue Cross", member="")]),
         dft("PR1|1||99999^x", ft1(1)),
+        dft(ft1(1), "PR1|1||99999^x", "NTE|1||note", ft1(2), "PV1|2|I"),
+        dft(ft1(1, units="two", amount=""), ft1(2, units="3", amount=""),
+            ft1(3, units="", amount="", ft1_7="NOTINCDM")),
     ]
     texts = [_text(m) for m in messages]
     texts += [make_dft(i, lines=lines).decode() for i, lines in ((1, 3), (7, 1), (12, 5))]
@@ -267,4 +270,94 @@ def test_filters_and_single_values_as_lists_agree_both_ways(tmp_path: Path) -> N
         for ft1_7 in ("99213^drop", "PY^keep", r"A\S\B^x", "", "^^"):
             raw = _text(dft(ft1(1, kind=kind, ft1_7=ft1_7, modifiers="x^ab~c^d", dx=""),
                             ft1(2, kind="PY", modifiers="^&s", dx="E11.9~I10")))
+            _assert_same(mapping, raw)
+
+
+_NAMESPACE_MAPPING = """
+    version: 1
+    input: hl7
+    iterate: FT1
+    filters:
+      - name: payment
+        path: FT1-6
+        not_in: [CG, CD, ""]
+        reason: "line {{ line }} of {{ control_id }} ({{ message_type }}) is {{ value }}"
+      - name: no_code
+        path: FT1-7.1
+        exists: false
+        reason: "no code"
+      - name: zero
+        path: FT1-11.1
+        equals: "0.00"
+        reason: "zero {{ value }}"
+      - name: test_code
+        path: FT1-7.2
+        matches: "^TEST"
+        reason: "test {{ value }}"
+      - name: late
+        when: "charge.amount is not none and charge.amount > 1000 and mrn != 'X'"
+        reason: "{{ charge.procedure.code }} over 1000 for {{ mrn }} with {{ price }}"
+    vars:
+      mrn: PID-3.1
+      price: {path: FT1-12.1, type: money}
+      doubled: {expr: "price * 2 if price is not none else none"}
+    fields:
+      procedure.code: FT1-7.1
+      units: {path: FT1-10, type: decimal, default: 1}
+      amount:
+        path: FT1-11.1
+        type: money
+        else: {expr: "(doubled if doubled is not none else price) * charge.units"}
+      place_of_service: {expr: "'11' if message_type == 'DFT^P03' and line > 1 else mrn"}
+      prior_authorization: {expr: "nothing_named_so"}
+    rules:
+      - name: note
+        when: "charge.units > 1"
+        warn: "{{ line }}: {{ charge.units }} units of {{ price }} for {{ mrn }}"
+      - name: credit
+        when: "charge.amount is not none and charge.amount < 0"
+        set:
+          transaction_type: credit
+      - name: jinja_when
+        when: "charge.procedure.code | lower == '99214'"
+        hold: "{{ doubled }}"
+    """
+
+
+def test_namespace_made_only_where_read_agrees_both_ways(tmp_path: Path) -> None:
+    """Vars, message values, expressions the generator writes inline (one raising), filter
+    reasons and rules reading the namespace give the same results as the reference, which
+    makes the namespace for every line."""
+    mapping = load_mapping(write(tmp_path, "m.yaml", _NAMESPACE_MAPPING))
+    assert mapping.fast is not None
+    source = mapping.fast.source  # type: ignore[attr-defined]
+    assert " ns = {" not in source and "_expression_failed(" in source
+    for kind in ("CG", "PY", ""):
+        for amount, price, units in (("", "10.00", "2"), ("", "", "3"), ("", "x", "1"),
+                                     ("0.00", "", "1"), ("2000", "", "1"), ("-5", "", "2"),
+                                     ("", "600", "1"), ("", "5", "two")):
+            for ft1_7 in ("99213^x", "99214^TEST", "", "^x"):
+                lines = [ft1(1, kind=kind, amount=amount, units=units, ft1_7=ft1_7),
+                         ft1(2, amount=amount, units=units)]
+                _assert_same(mapping, _text(dft(*(_unit_price(seg, price) for seg in lines))))
+
+
+def _unit_price(segment: str, price: str) -> str:
+    fields = segment.split("|")
+    fields[12] = price
+    return "|".join(fields)
+
+
+def test_expression_left_to_jinja_keeps_a_namespace_per_line(tmp_path: Path) -> None:
+    """An expression only Jinja evaluates reads the namespace from a closure: the generated
+    code then makes it for every line, and still agrees with the reference."""
+    text = _NAMESPACE_MAPPING.replace(
+        'place_of_service: {expr: "',
+        'encounter.location: {expr: "mrn | lower"}\n      place_of_service: {expr: "')
+    mapping = load_mapping(write(tmp_path, "m.yaml", text))
+    assert mapping.fast is not None
+    assert " ns = {" in mapping.fast.source  # type: ignore[attr-defined]
+    for amount in ("", "2000", "-5", "1"):
+        for ft1_7 in ("99213^x", "99214^TEST", ""):
+            raw = _text(dft(ft1(1, amount=amount, units="2", ft1_7=ft1_7), ft1(2, kind="PY")))
             _assert_same(mapping, raw)
