@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from engine.mapping.build import copy_list, model_builder, simple_model, slot_se
 from engine.mapping.compiler import STOP, FieldParts, Line, _order_key, expression_failed
 from engine.mapping.convert import _CENT, NORMALIZERS, TYPES, to_target
 from engine.mapping.expressions import _ENV, expression_tree, get_attr, get_item
-from engine.mapping.targets import unwrap_optional
+from engine.mapping.targets import top_field, unwrap_optional
 
 if TYPE_CHECKING:
     from engine.mapping.mapping import CompiledMapping
@@ -153,18 +153,18 @@ class _Generator:
         self.line_ctx = _Ctx("line", "ls")
         # Line var name -> the local holding its value (None for STOP), once computed.
         self.line_vars: dict[str, str] = {}
+        # The line's nested charge dicts held in locals (keys -> local), and the charge
+        # parts that are models before assembly (built once per message).
+        self.holders: dict[tuple[str, ...], str] = {}
+        self.built: set[str] = set()
         # Names the message's namespace holds beside the reader and control id.
         self.message_names = {"message_type", *(p.name for p in mapping.static_vars)}
 
     # -- reading HL7 values ---------------------------------------------------------------
 
     def _segments(self, ctx: _Ctx, seg: str) -> str:
-        """A variable holding the segment list a path on `seg` reads in `ctx`."""
-        if ctx.kind == "item":
-            if seg == ctx.item_segment:
-                return ctx.item_var
-            assert ctx.parent is not None
-            return self._segments(ctx.parent, seg)
+        """A variable holding the segment list a path on `seg` reads in `ctx` (the
+        message or a line: a record's own segment is read directly)."""
         key = ("segs", ctx.serial, seg)
         found = self.w.cached(key)
         if found is not None:
@@ -189,13 +189,14 @@ class _Generator:
         if found is not None:
             return found.split(",")[0], found.split(",")[1]
         fields = self.w.var("f")
-        if owner.kind == "line" and seg == self.m.iterate:
-            # A line's own `iterate` segment is its anchor: the group starts with it.
-            first = "_anchor"
-            self.w.emit(f"{fields} = _anchor._fields if _anchor._fields is not None else "
-                        "_anchor._split()")
+        if owner.kind == "item" or (owner.kind == "line" and seg == self.m.iterate):
+            # A record's segment, or a line's own `iterate` segment (its anchor: the group
+            # starts with it), is there: no list to look in.
+            first = owner.item_var if owner.kind == "item" else "_anchor"
+            self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None else "
+                        f"{first}._split()")
         else:
-            segs = self._segments(ctx, seg)
+            segs = self._segments(owner, seg)
             first = self.w.var("s")
             self.w.emit(f"{first} = {segs}[0] if {segs} else None")
             self.w.emit(f"{fields} = ({first}._fields if {first}._fields is not None else "
@@ -312,12 +313,18 @@ class _Generator:
                 w.emit(f"{out}.append(_rv)")
 
     def _obj(self, ctx: _Ctx) -> str:
-        """The expression naming the scope object; a line's LineSource is made on first use
-        (most lines never need one: their values are read inline)."""
+        """The expression naming the scope object. A line's LineSource and a record's
+        ItemScope are made on first use: most values are read inline without them."""
         if ctx.kind == "line":
             self.w.emit("if ls is None:")
             with self.w.block():
                 self.w.emit("ls = _line_source(_own, msg)")
+        elif ctx.kind == "item":
+            assert ctx.parent is not None
+            parent = self._obj(ctx.parent)
+            self.w.emit(f"if {ctx.obj} is None:")
+            with self.w.block():
+                self.w.emit(f"{ctx.obj} = _ItemScope({ctx.item_var}, {parent})")
         return ctx.obj
 
     def _owner(self, ctx: _Ctx, seg: str) -> _Ctx:
@@ -649,7 +656,7 @@ class _Generator:
             self.w.emit(f"{out} = []")
             self.w.emit(f"for _value in {values}:")
             with self.w.block():
-                self.w.emit(f"_rec = {self._fresh(parts.skeleton)}")
+                self.w.emit(f"_rec = {self._literal(parts.skeleton())}")
                 self.w.emit(f"_rec[{key}] = _value")
                 self.w.emit(f"{out}.append(_rec)")
         self.w.emit("else:")
@@ -661,38 +668,40 @@ class _Generator:
                 self.w.emit(f"{out} = None")
         return out
 
-    def _fresh(self, skeleton: Callable[[], dict[str, Any]]) -> str:
-        """An expression making a new record: a flat one is a copy of one made at load."""
-        sample = skeleton()
-        if all(v is None or type(v) in (str, int, bool) for v in sample.values()):
-            return f"{self.w.bind(sample, 'sk')}.copy()"
-        return f"{self.w.bind(skeleton, 'sk')}()"
 
     def _each(self, ctx: _Ctx, parts: FieldParts) -> str:
         """compiler `_each` for HL7: one record per segment, in order_by order."""
         assert parts.skeleton is not None
-        out = self.w.var()
-        scopes = self.w.var("scopes")
-        kind = self.w.bind(parts.segment, "n")
-        obj = self._obj(ctx)
-        self.w.emit(f"{scopes} = [_ItemScope(_seg, {obj}) for _seg in {obj}.segments({kind})]")
+        w = self.w
+        out = w.var()
+        segs = w.var("segs")
+        kind = w.bind(parts.segment, "n")
+        # `scope.segments(kind)`; each record's ItemScope is made only if something reads it.
+        if ctx.kind == "msg":
+            w.emit(f"{segs} = _bn.get({kind}, _NONE)")
+        elif ctx.kind == "line":
+            w.emit(f"{segs} = _own.get({kind}) or _bn.get({kind}, _NONE)")
+        else:
+            w.emit(f"{segs} = {self._obj(ctx)}.segments({kind})")
         if parts.order is not None:
-            order = self.w.bind(parts.order, "o")
+            order = w.bind(parts.order, "o")
             # A single record needs no order (its key, a pure path read, is not computed).
-            self.w.emit(f"if len({scopes}) > 1:")
-            with self.w.block():
-                self.w.emit(f"{scopes}.sort(key=lambda _s: _order_key({order}(_s)))")
-        self.w.emit(f"{out} = []")
-        item_scope = self.w.var("isc")
-        self.w.emit(f"for {item_scope} in {scopes}:")
-        with self.w.block():
-            item_segs = self.w.var("isg")
-            self.w.emit(f"{item_segs} = [{item_scope}.segment]")
-            item_ctx = _Ctx("item", item_scope, ctx, parts.segment, item_segs)
-            item = self.w.var("item")
-            filled = self.w.var("filled")
-            self.w.emit(f"{item} = {self.w.bind(parts.skeleton, 'sk')}()")
-            self.w.emit(f"{filled} = False")
+            w.emit(f"if len({segs}) > 1:")
+            with w.block():
+                parent = self._obj(ctx)
+                w.emit(f"{segs} = sorted({segs}, key=lambda _g: "
+                       f"_order_key({order}(_ItemScope(_g, {parent}))))")
+        w.emit(f"{out} = []")
+        segment = w.var("iseg")
+        w.emit(f"for {segment} in {segs}:")
+        with w.block():
+            item_scope = w.var("isc")
+            w.emit(f"{item_scope} = None")
+            item_ctx = _Ctx("item", item_scope, ctx, parts.segment, segment)
+            item = w.var("item")
+            filled = w.var("filled")
+            w.emit(f"{item} = {self._literal(parts.skeleton())}")
+            w.emit(f"{filled} = False")
             for keys, item_parts in parts.items:
                 value = self.value(item_ctx, item_parts)
                 self.w.emit(f"if {value} is not None and {value} is not STOP:")
@@ -712,7 +721,11 @@ class _Generator:
         return out
 
     def _put(self, holder: str, keys: tuple[str, ...], value: str) -> None:
-        target = holder + "".join(f"[{self._key(k)}]" for k in keys[:-1])
+        local = self.holders.get(keys[:-1]) if holder == "data" else None
+        if local is not None:
+            target = local
+        else:
+            target = holder + "".join(f"[{self._key(k)}]" for k in keys[:-1])
         self.w.emit(f"{target}[{self._key(keys[-1])}] = {value}")
 
     def _store(self, target: str, plan: Any, value: str) -> None:
@@ -765,9 +778,7 @@ class _Generator:
         for plan in m.static_fields:
             value = self.value(msg_ctx, plan.parts)
             self._store("template", plan, value)
-        for key, build in m.shared_parts:
-            k = w.bind(key, "n")
-            w.emit(f"template[{k}] = {w.bind(build, 'b')}(template[{k}])")
+        self._build_shared()
         w.emit("static_findings = line.findings")
         w.emit("charges = []")
         w.emit("dropped = []")
@@ -804,6 +815,17 @@ class _Generator:
         fast: FastApply = namespace["apply_fast"]
         fast.source = source  # type: ignore[attr-defined]
         return fast
+
+    def _build_shared(self) -> None:
+        """The message-level parts no line writes, built into models once per message."""
+        for name, _ in self.m.shared_parts:
+            annotation = unwrap_optional(Charge.model_fields[name].annotation)
+            key = f"template[{self._key(name)}]"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                self.w.emit(f"{key} = {self._assemble(annotation, key)}")
+            else:
+                (item,) = typing.get_args(annotation)
+                self._assemble_items(item, key, need_code=False)
 
     def _groups(self) -> None:
         """`groups`: (anchor, its group's segments by name) per `iterate` segment, as
@@ -887,7 +909,7 @@ class _Generator:
             w.emit(f"ns = {{**base_ns, 'line': index, 'hl7': {self._obj(line_ctx)}.get}}")
         if m.early_filters:
             self._early_filters()
-        self._copy(Charge, "template", "data")
+        self._line_data()
         self.has_data = True
         if self.eager_ns:
             w.emit("ns['charge'] = data")
@@ -1074,18 +1096,52 @@ class _Generator:
         with w.block():
             w.emit("charges.append(M._finish(line, line_id, index, control_id, source_base))")
             w.emit("continue")
-        w.emit("_dg = data['diagnoses']")
-        w.emit("if _dg:")
-        with w.block():
-            # A diagnosis without a code (an empty DG1-3) is no diagnosis.
-            w.emit("data['diagnoses'] = [_d for _d in _dg if type(_d) is not dict "
-                   "or _d.get('code')]")
         w.emit("_h = id_prefix.copy()")
         w.emit("_h.update(line_id.encode())")
         w.emit("data['charge_id'] = 'ch_' + _h.hexdigest()[:24]")
         w.emit("data['source'] = {**source_base, 'line': index, 'line_id': line_id}")
-        charge = self._assemble(Charge, "data")
-        w.emit(f"charges.append(_MappedCharge({charge}, line.findings, {{}}))")
+        charge = self._assemble(Charge, "data", skip=self.built)
+        # MappedCharge(charge, line.findings, {}) without the dataclass __init__ call.
+        w.emit("_mc = _new(_MappedCharge)")
+        w.emit(f"_mc.charge = {charge}")
+        w.emit("_mc.findings = line.findings")
+        w.emit("_mc.explain = {}")
+        w.emit("charges.append(_mc)")
+
+    def _line_data(self) -> None:
+        """`data = copy_data(template)` for this mapping: parts no message-level field
+        fills are written fresh from the skeleton, the others copied from the template
+        (models built once per message shared, a list of them copied). The line's own
+        nested dicts stay in locals for the field stores."""
+        w, m = self.w, self.m
+        filled = {top_field(plan.name) for plan in m.static_fields}
+        shared = {key for key, _ in m.shared_parts}
+        sample = m.skeleton()
+        items = []
+        for name, info in Charge.model_fields.items():
+            annotation = unwrap_optional(info.annotation)
+            key = self._key(name)
+            is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if name in shared:
+                self.built.add(name)
+                value = f"template[{key}]" if is_model else f"list(template[{key}])"
+            elif name in filled:
+                if is_model:
+                    value = w.var("d")
+                    self._copy(annotation, f"template[{key}]", value)
+                    self.holders[(name,)] = value
+                elif typing.get_origin(annotation) is list:
+                    value = f"_copy_list(template[{key}])"
+                else:
+                    value = f"template[{key}]"
+            elif is_model:
+                value = w.var("d")
+                w.emit(f"{value} = {self._literal(sample[name])}")
+                self.holders[(name,)] = value
+            else:
+                value = self._literal(sample[name])
+            items.append(f"{key}: {value}")
+        w.emit("data = {" + ", ".join(items) + "}")
 
     def _copy(self, model: type[BaseModel], src: str, out: str) -> None:
         """`out = data_copier(model)(src)` unrolled: nested dicts and lists copied, parts
@@ -1106,14 +1162,19 @@ class _Generator:
             elif typing.get_origin(annotation) is list:
                 w.emit(f"{key} = _copy_list({key})")
 
-    def _assemble(self, model: type[BaseModel], src: str) -> str:
-        """Emit model_builder(model)(src) unrolled; returns the variable with the model."""
+    def _assemble(self, model: type[BaseModel], src: str,
+                  skip: Collection[str] = ()) -> str:
+        """Emit model_builder(model)(src) unrolled; returns the variable with the model.
+        Parts named in `skip` are models already. On a Charge, a diagnosis without a
+        code (an empty DG1-3) is dropped, as mapping `_finish` does."""
         w = self.w
         if not simple_model(model):
             out = w.var("m")
             w.emit(f"{out} = {w.bind(model_builder(model), 'b')}({src})")
             return out
         for name, info in model.model_fields.items():
+            if name in skip:
+                continue
             annotation = unwrap_optional(info.annotation)
             key = f"{src}[{self._key(name)}]"
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -1126,11 +1187,7 @@ class _Generator:
             elif typing.get_origin(annotation) is list:
                 (item,) = typing.get_args(annotation)
                 if isinstance(item, type) and issubclass(item, BaseModel):
-                    build = w.bind(model_builder(item), "b")
-                    w.emit(f"if {key}:")
-                    with w.block():
-                        w.emit(f"{key} = [{build}(_x) if type(_x) is dict else _x "
-                               f"for _x in {key}]")
+                    self._assemble_items(item, key, model is Charge and name == "diagnoses")
         out = w.var("m")
         fields_set = w.bind(set(model.model_fields), "fs")
         set_dict, set_fields, set_extra, set_private = (
@@ -1141,6 +1198,29 @@ class _Generator:
         w.emit(f"{set_extra}({out}, None)")
         w.emit(f"{set_private}({out}, None)")
         return out
+
+    def _assemble_items(self, item: type[BaseModel], key: str, need_code: bool) -> None:
+        """`key = [build(x) if type(x) is dict else x for x in key]`, each record built
+        inline; with `need_code`, records without a code are left out."""
+        w = self.w
+        items, out, record = w.var("it"), w.var("ms"), w.var("x")
+        w.emit(f"{items} = {key}")
+        w.emit(f"if {items}:")
+        with w.block():
+            w.emit(f"{out} = []")
+            w.emit(f"for {record} in {items}:")
+            with w.block():
+                w.emit(f"if type({record}) is dict:")
+                with w.block():
+                    if need_code:
+                        w.emit(f"if not {record}.get('code'):")
+                        with w.block():
+                            w.emit("continue")
+                    w.emit(f"{out}.append({self._assemble(item, record)})")
+                w.emit("else:")
+                with w.block():
+                    w.emit(f"{out}.append({record})")
+            w.emit(f"{key} = {out}")
 
 
 # Converted texts (immutable results only), shared by all generated functions; bounded.

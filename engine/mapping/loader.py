@@ -25,7 +25,7 @@ from engine.mapping.convert import to_target, type_word
 from engine.mapping.mapping import CompiledMapping, FieldPlan
 from engine.mapping.spec import FieldSpec, FilterSpec, MappingSpec, RuleSpec, did_you_mean
 from engine.mapping.tables import Table, TableError, load_table, table_from_data
-from engine.mapping.targets import RecordTarget, Target, unwrap_optional
+from engine.mapping.targets import RecordTarget, Target, top_field, unwrap_optional
 
 __all__ = ["load_mapping", "mapping_files"]
 
@@ -362,15 +362,11 @@ class _Builder:
         return _converting(_setter(target.keys), target, name)
 
 
-def _section(name: str) -> str:
-    return name.split(".", 1)[0].split("[", 1)[0]
-
-
 def _shared_parts(plans: list[FieldPlan], written: set[str]) -> list[tuple[str, Any]]:
     """Charge parts that only message-level fields fill and no rule writes: each is built
     into its model once per message and shared by the message's charges."""
-    per_line = {_section(p.name) for p in plans if not p.static}
-    per_line |= {_section(name) for name in written}
+    per_line = {top_field(p.name) for p in plans if not p.static}
+    per_line |= {top_field(name) for name in written}
     parts: list[tuple[str, Any]] = []
     for name, info in Charge.model_fields.items():
         if name in per_line:

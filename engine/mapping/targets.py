@@ -26,6 +26,7 @@ __all__ = [
     "Target",
     "all_target_names",
     "parse_target",
+    "top_field",
     "unwrap_optional",
 ]
 
@@ -54,6 +55,12 @@ class RecordTarget:
     fields: dict[str, Target] = field(default_factory=dict)
     # The item field a plain list of values fills (diagnoses: a list of codes).
     primary: str | None = None
+
+
+def top_field(name: str) -> str:
+    """The Charge field a target name writes into: `patient.address.city` -> patient,
+    `coverage[1].member_id` -> coverage."""
+    return name.split(".", 1)[0].split("[", 1)[0]
 
 
 def unwrap_optional(annotation: Any) -> Any:

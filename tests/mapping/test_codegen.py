@@ -361,3 +361,39 @@ def test_expression_left_to_jinja_keeps_a_namespace_per_line(tmp_path: Path) -> 
         for ft1_7 in ("99213^x", "99214^TEST", ""):
             raw = _text(dft(ft1(1, amount=amount, units="2", ft1_7=ft1_7), ft1(2, kind="PY")))
             _assert_same(mapping, raw)
+
+
+def test_records_read_through_their_scope_agree_both_ways(tmp_path: Path) -> None:
+    """Record fields the generator reads through the record's scope (`[*]`, a segment
+    index), fall back to another segment, or are ordered, agree with the reference, on
+    message-level and line-level records."""
+    path = write(tmp_path, "m.yaml", """
+        version: 1
+        input: hl7
+        iterate: FT1
+        fields:
+          procedure.code: FT1-7.1
+          coverage:
+            each: IN1
+            order_by: IN1-1
+            fields:
+              payer_id: "IN1[1]-3.1"
+              payer_name: "IN1-4[*].1"
+              member_id: IN1-36.1 | PID-3.1
+              subscriber.last_name: IN1-16.1 | PID-5.1
+          diagnoses:
+            each: DG1
+            order_by: DG1-1
+            fields:
+              code: "DG1-3[*].1 | FT1-19.1"
+              system: DG1[1]-3.3 | PV1-2
+        """)
+    mapping = load_mapping(path)
+    assert mapping.fast is not None
+    in1 = [IN1.format(n=2, payer="", name="Aetna~Other", member=""),
+           IN1.format(n=1, payer="00621", name="", member="M1"),
+           IN1.format(n="x", payer="P3", name="Third", member="")]
+    for insurance in (in1, in1[:1], []):
+        raw = _text(dft(ft1(1), "DG1|2||I10^x^I10~E11.9", "DG1|1||", ft1(2), ft1(3, dx=""),
+                        "DG1|1||Z00.0^^I10", insurance=insurance))
+        _assert_same(mapping, raw)
