@@ -178,31 +178,42 @@ class _Generator:
         self.w.remember(key, name)
         return name
 
-    def _fields(self, ctx: _Ctx, seg: str) -> tuple[str, str]:
-        """(segment var or 'None', field list var) of the first `seg` segment in `ctx`."""
-        owner = ctx
-        while owner.kind == "item" and seg != owner.item_segment:
-            assert owner.parent is not None
-            owner = owner.parent
+    def _fields(self, ctx: _Ctx, seg: str) -> tuple[str, str, str]:
+        """(segment var or 'None', field list var, dirty flag var) of the first `seg`
+        segment in `ctx`. The flag is false when the segment holds no sub-component
+        separator, escape or explicit null: then none of its values needs `_finish_value`."""
+        owner = self._owner(ctx, seg)
         key = ("fields", owner.serial, seg)
         found = self.w.cached(key)
         if found is not None:
-            return found.split(",")[0], found.split(",")[1]
-        fields = self.w.var("f")
+            first, fields, dirty = found.split(",")
+            return first, fields, dirty
+        fields, dirty = self.w.var("f"), self.w.var("dy")
         if owner.kind == "item" or (owner.kind == "line" and seg == self.m.iterate):
             # A record's segment, or a line's own `iterate` segment (its anchor: the group
             # starts with it), is there: no list to look in.
             first = owner.item_var if owner.kind == "item" else "_anchor"
             self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None else "
                         f"{first}._split()")
+            self.w.emit(f"{dirty} = {self._dirty_test(first)}")
         else:
             segs = self._segments(owner, seg)
             first = self.w.var("s")
             self.w.emit(f"{first} = {segs}[0] if {segs} else None")
-            self.w.emit(f"{fields} = ({first}._fields if {first}._fields is not None else "
-                        f"{first}._split()) if {first} is not None else _NONE")
-        self.w.remember(key, f"{first},{fields}")
-        return first, fields
+            self.w.emit(f"if {first} is not None:")
+            with self.w.block():
+                self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None "
+                            f"else {first}._split()")
+                self.w.emit(f"{dirty} = {self._dirty_test(first)}")
+            self.w.emit("else:")
+            with self.w.block():
+                self.w.emit(f"{fields}, {dirty} = _NONE, False")
+        self.w.remember(key, f"{first},{fields},{dirty}")
+        return first, fields, dirty
+
+    @staticmethod
+    def _dirty_test(segment: str) -> str:
+        return f"_S in {segment}.raw or _E in {segment}.raw or '\"\"' in {segment}.raw"
 
     def _path_value(self, ctx: _Ctx, path: Path) -> str:
         """A variable holding `path.first` in `ctx` (decoded text or None)."""
@@ -210,58 +221,57 @@ class _Generator:
         found = self.w.cached(key)
         if found is not None:
             return found
-        out = self.w.var()
+        w = self.w
+        out = w.var()
         if path.seg_index != 0 or path.rep == ALL or (path.seg == "MSH" and path.field <= 2):
-            bound = self.w.bind(path, "p")
-            self.w.emit(f"{out} = {bound}.first({self._obj(ctx)})")
-            self.w.remember(key, out)
+            bound = w.bind(path, "p")
+            w.emit(f"{out} = {bound}.first({self._obj(ctx)})")
+            w.remember(key, out)
             return out
-        first, raw = self._raw(ctx, path)
-        number = path.field
-        # The repetition, then the component list, each computed once per field.
-        rep_key = ("rep", key[1], path.seg, number, path.rep)
-        rep = self.w.cached(rep_key)
-        if rep is None:
-            rep = self.w.var("rp")
-            if path.rep == 0:
-                self.w.emit(f"{rep} = ({raw}.split(_R)[0] if _R in {raw} else {raw}) "
-                            f"if {raw} else None")
-            else:
-                parts = self.w.var("rs")
-                self.w.emit(f"{parts} = {raw}.split(_R) if {raw} and _R in {raw} else None")
-                self.w.emit(f"{rep} = ({parts}[{path.rep}] if {path.rep} < len({parts}) "
-                            f"else None) if {parts} is not None else None")
-            self.w.remember(rep_key, rep)
-        comps_key = ("comps", key[1], path.seg, number, path.rep)
-        comps = self.w.cached(comps_key)
-        if comps is None:
-            comps = self.w.var("cs")
-            self.w.emit(f"{comps} = {rep}.split(_C) if {rep} and _C in {rep} else None")
-            self.w.remember(comps_key, comps)
+        first, raw, dirty = self._raw(ctx, path)
+        comps = self._components(key[1], path, raw)
         comp = path.comp
+        # Beyond the last component reads '' and so ends as None, like no component.
         if comp == 0:
-            self.w.emit(f"{out} = {comps}[0] if {comps} is not None else {rep}")
+            w.emit(f"{out} = ({comps}[0] if {comps} else None) or None")
         else:
-            # Beyond the last component reads '' and so ends as None, like no component.
-            self.w.emit(f"{out} = {comps}[{comp}] if {comps} is not None and "
-                        f"{comp} < len({comps}) else None")
+            w.emit(f"{out} = ({comps}[{comp}] if {comp} < len({comps}) else None) or None")
         # Sub-components, the explicit null and escapes are rare: one helper does them.
-        self.w.emit(f"if not {out}:")
-        with self.w.block():
-            self.w.emit(f"{out} = None")
-        self.w.emit(f"elif _S in {out} or _E in {out} or {out} == '\"\"':")
-        with self.w.block():
-            self.w.emit(f"{out} = _finish_value({out}, {path.sub}, _enc, {first}.codec)")
         if path.sub:
-            self.w.emit("else:")
-            with self.w.block():
-                self.w.emit(f"{out} = None")
-        self.w.remember(key, out)
+            w.emit(f"if {out} is not None:")
+            with w.block():
+                w.emit(f"{out} = _finish_value({out}, {path.sub}, _enc, {first}.codec)")
+        else:
+            w.emit(f"if {dirty} and {out} is not None and "
+                   f"(_S in {out} or _E in {out} or {out} == '\"\"'):")
+            with w.block():
+                w.emit(f"{out} = _finish_value({out}, 0, _enc, {first}.codec)")
+        w.remember(key, out)
         return out
 
-    def _raw(self, ctx: _Ctx, path: Path) -> tuple[str, str]:
-        """(segment var, variable with the path's whole field as sent) in `ctx`."""
-        first, fields = self._fields(ctx, path.seg)
+    def _components(self, owner: int, path: Path, raw: str) -> str:
+        """A variable with the components of the path's repetition ('' split: ['']),
+        or () when the repetition is absent; computed once per field and repetition."""
+        w = self.w
+        comps_key = ("comps", owner, path.seg, path.field, path.rep)
+        comps = w.cached(comps_key)
+        if comps is not None:
+            return comps
+        comps = w.var("cs")
+        if path.rep == 0:
+            w.emit(f"{comps} = ({raw}.split(_R)[0] if _R in {raw} else {raw}).split(_C) "
+                   f"if {raw} else ()")
+        else:
+            reps = w.var("rs")
+            w.emit(f"{reps} = {raw}.split(_R) if {raw} and _R in {raw} else ()")
+            w.emit(f"{comps} = {reps}[{path.rep}].split(_C) if {path.rep} < len({reps}) "
+                   "else ()")
+        w.remember(comps_key, comps)
+        return comps
+
+    def _raw(self, ctx: _Ctx, path: Path) -> tuple[str, str, str]:
+        """(segment var, variable with the path's whole field as sent, dirty flag)."""
+        first, fields, dirty = self._fields(ctx, path.seg)
         number = path.field
         raw_key = ("raw", self._owner(ctx, path.seg).serial, path.seg, number)
         raw = self.w.cached(raw_key)
@@ -269,7 +279,7 @@ class _Generator:
             raw = self.w.var("r")
             self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
             self.w.remember(raw_key, raw)
-        return first, raw
+        return first, raw, dirty
 
     def _all(self, ctx: _Ctx, path: Path, out: str) -> None:
         """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline."""
@@ -283,7 +293,7 @@ class _Generator:
             value = self._path_value(ctx, path)
             w.emit(f"{out} = [{value}] if {value} is not None else []")
             return
-        first, raw = self._raw(ctx, path)
+        first, raw, dirty = self._raw(ctx, path)
         w.emit(f"{out} = []")
         w.emit(f"if {raw}:")
         with w.block():
@@ -300,7 +310,7 @@ class _Generator:
                 w.emit("if not _rv:")
                 with w.block():
                     w.emit("continue")
-                w.emit("if _S in _rv or _E in _rv or _rv == '\"\"':")
+                w.emit(f"if {dirty} and (_S in _rv or _E in _rv or _rv == '\"\"'):")
                 with w.block():
                     w.emit(f"_rv = _finish_value(_rv, {path.sub}, _enc, {first}.codec)")
                     w.emit("if _rv is None:")
@@ -346,15 +356,19 @@ class _Generator:
                 with self.w.block():
                     self._all(ctx, path, out)
             return out
-        values = [self._path_value(ctx, p) for p in paths]
-        if len(values) == 1:
-            return values[0]
-        self.w.emit(f"{out} = {values[0]}")
-        for value in values[1:]:
+        if len(paths) == 1:
+            return self._path_value(ctx, paths[0])
+        self._first_of(ctx, paths, out)
+        return out
+
+    def _first_of(self, ctx: _Ctx, paths: list[Path], out: str) -> None:
+        """`out` = the first non-empty value of the alternatives; a later one is read only
+        when the earlier ones are empty."""
+        self.w.emit(f"{out} = {self._path_value(ctx, paths[0])}")
+        if len(paths) > 1:
             self.w.emit(f"if {out} is None:")
             with self.w.block():
-                self.w.emit(f"{out} = {value}")
-        return out
+                self._first_of(ctx, paths[1:], out)
 
     # -- fields ------------------------------------------------------------------------
 
@@ -1080,12 +1094,7 @@ class _Generator:
 
     def _filter_value(self, ctx: _Ctx, paths: list[Path]) -> None:
         """`_fv` = the first non-empty value of the filter's path alternatives."""
-        values = [self._path_value(ctx, p) for p in paths]
-        self.w.emit(f"_fv = {values[0]}")
-        for value in values[1:]:
-            self.w.emit("if _fv is None:")
-            with self.w.block():
-                self.w.emit(f"_fv = {value}")
+        self._first_of(ctx, paths, "_fv")
 
     def _finish(self) -> None:
         """mapping `_finish` written out: the charge id from the message's hash prefix, the

@@ -381,19 +381,23 @@ def test_records_read_through_their_scope_agree_both_ways(tmp_path: Path) -> Non
               payer_name: "IN1-4[*].1"
               member_id: IN1-36.1 | PID-3.1
               subscriber.last_name: IN1-16.1 | PID-5.1
+              relationship: IN1-17.1.2 | IN1-17.2
           diagnoses:
             each: DG1
             order_by: DG1-1
             fields:
               code: "DG1-3[*].1 | FT1-19.1"
               system: DG1[1]-3.3 | PV1-2
+          procedure.description: "FT1-7.2.2 | FT1-26[*].1.2 | FT1-7.2"
+          procedure.modifiers: "FT1-26[*].1.2"
         """)
     mapping = load_mapping(path)
     assert mapping.fast is not None
-    in1 = [IN1.format(n=2, payer="", name="Aetna~Other", member=""),
+    in1 = [IN1.format(n=2, payer="", name="Aetna~Other", member="").replace("SEL^", "SEL&18^"),
            IN1.format(n=1, payer="00621", name="", member="M1"),
            IN1.format(n="x", payer="P3", name="Third", member="")]
     for insurance in (in1, in1[:1], []):
-        raw = _text(dft(ft1(1), "DG1|2||I10^x^I10~E11.9", "DG1|1||", ft1(2), ft1(3, dx=""),
+        raw = _text(dft(ft1(1, ft1_7="A^B&C"), "DG1|2||I10^x^I10~E11.9", "DG1|1||",
+                        ft1(2, modifiers="1&2~3~&5", ft1_7="A^\\T\\"), ft1(3, dx=""),
                         "DG1|1||Z00.0^^I10", insurance=insurance))
         _assert_same(mapping, raw)
