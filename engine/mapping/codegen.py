@@ -390,19 +390,22 @@ class _Generator:
         self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({self._obj(ctx)}, line)")
         return out
 
-    def _source(self, ctx: _Ctx, parts: FieldParts) -> tuple[str, bool]:
-        """(variable with the raw value, whether it may be STOP)."""
+    def _source(self, ctx: _Ctx, parts: FieldParts) -> tuple[str, Kind, bool]:
+        """(variable with the raw value, what it may hold, whether it is a list of texts)."""
         if parts.read is not None:
             if not parts.paths:
                 raise _Unsupported("path without compiled HL7 paths")
-            return self._read(ctx, parts), False
+            if parts.is_list:
+                return self._read(ctx, parts), frozenset({"texts"}), True
+            return self._read(ctx, parts), TEXT - {"str"}, False
         out = self.w.var()
         if parts.raw is None:
             self.w.emit(f"{out} = None")
-            return out, False
+            return out, frozenset({"none"}), False
         if hasattr(parts.raw, "constant"):
-            self.w.emit(f"{out} = {self.w.bind(parts.raw.constant, 'c')}")
-            return out, False
+            constant = parts.raw.constant
+            self.w.emit(f"{out} = {self._constant(constant)}")
+            return out, frozenset({_kind_of(constant)}), False
         tree = expression_tree(parts.expression) if parts.expression is not None else None
         inline = None
         if tree is not None and self.in_line:
@@ -413,7 +416,7 @@ class _Generator:
         if inline is None:
             self._needs_ns()
             self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({self._obj(ctx)}, line)")
-            return out, True
+            return out, ANY, False
         # compiler `_expr_getter`: an expression that raises holds the charge.
         self.w.emit("try:")
         with self.w.block():
@@ -422,59 +425,94 @@ class _Generator:
         with self.w.block():
             self.w.emit(f"_expression_failed(line, {self.w.bind(parts.name, 'n')}, _exc)")
             self.w.emit(f"{out} = STOP")
-        return out, True
+        return out, ANY, False
 
-    def _steps(self, var: str, parts: FieldParts) -> None:
+    def _steps(self, var: str, parts: FieldParts, kind: Kind) -> Kind:
+        """Normalize `var` in place; returns what it may hold then."""
+        if not parts.steps:
+            return kind
+        text = var
+        is_text = kind <= TEXT - {"none"}
         for step in parts.steps:
-            method = _INLINE_STEPS.get(step)
-            if method is not None:
-                self.w.emit(f"{var} = {var}.{method}()")
-            else:
-                self.w.emit(f"{var} = {self.w.bind(step, 'st')}({var})")
+            # str.strip and friends as method calls, on what is surely text.
+            method = _INLINE_STEPS.get(step) if is_text else None
+            text = f"{text}.{method}()" if method is not None \
+                else f"{self.w.bind(step, 'st')}({text})"
+            is_text = is_text and step in _TEXT_STEPS
+        self.w.emit(f"{var} = {text}")
+        return frozenset({"str"}) if is_text else ANY - {"stop"}  # trimming can leave ''
 
-    def _lookup(self, var: str, parts: FieldParts, inline_str: bool) -> None:
-        """`var = lookup(var, line)`: a hit inlined, a miss through the compiled lookup."""
+    def _lookup(self, var: str, parts: FieldParts, kind: Kind) -> Kind:
+        """`var = lookup(var, line)`: a hit inlined, a miss through the compiled lookup;
+        returns what `var` may hold then (None, text, the table's cells, STOP ...)."""
         lookup = parts.lookup
         info = getattr(lookup, "parts", None)
         bound = self.w.bind(lookup, "lk")
-        if info is None or not inline_str:
+        if info is None or not kind <= TEXT - {"none"}:
             self.w.emit(f"{var} = {bound}({var}, line)")
-            return
+            return ANY
         rows, column, policy, default, is_list = info
         row = self.w.var("row")
-        self.w.emit(f"{row} = {self.w.bind(rows, 't')}.get({var}.strip())")
+        # A value just trimmed is its own key.
+        key = var if parts.steps and parts.steps[-1] is NORMALIZERS["trim"] else f"{var}.strip()"
+        self.w.emit(f"{row} = {self.w.bind(rows, 't')}.get({key})")
         self.w.emit(f"if {row} is not None:")
+        cells = [row.get(column) for row in rows.values()]
         with self.w.block():
             self.w.emit(f"{var} = {row}.get({self.w.bind(column, 'n')})")
-            if is_list:
+            if is_list and any(isinstance(cell, str) for cell in cells):
                 self.w.emit(f"if isinstance({var}, str):")
                 with self.w.block():
                     self.w.emit(f"{var} = [_x for _x in _LIST_CELL.split({var}) if _x]")
+                cells = [[x for x in _LIST_CELL.split(cell) if x] if isinstance(cell, str)
+                         else cell for cell in cells]
         if policy == "default":
             self.w.emit("else:")
             with self.w.block():
-                self.w.emit(f"{var} = {self.w.bind(default, 'c')}")
-        elif policy != "keep":
+                self.w.emit(f"{var} = {self._constant(default)}")
+            cells.append(default)
+        elif policy == "keep":
+            cells.append("key")
+        else:
             # hold or fail: the compiled lookup records the finding (or raises).
             self.w.emit("else:")
             with self.w.block():
                 self.w.emit(f"{var} = {bound}({var}, line)")
+            return frozenset({_kind_of(cell) for cell in cells} | {"stop"})
+        return frozenset(_kind_of(cell) for cell in cells)
 
-    def _convert(self, var: str, parts: FieldParts) -> None:
-        """Convert in place; a ValueError holds the charge and makes the value STOP."""
+    def _constant(self, value: Any) -> str:
+        return "None" if value is None else self.w.bind(value, "c")
+
+    @staticmethod
+    def _converts(parts: FieldParts, kind: Kind) -> bool:
+        """Whether converting a value of this kind does anything (a string converter on
+        text does not)."""
+        if parts.convert is None:
+            return False
+        return not (parts.convert is TYPES["string"] and parts.retarget is None
+                    and kind <= TEXT - {"none"})
+
+    def _convert(self, var: str, parts: FieldParts, kind: Kind) -> Kind:
+        """Convert in place; a ValueError holds the charge and makes the value STOP.
+        Returns what `var` may hold then."""
+        if not self._converts(parts, kind):
+            return kind
         self.w.emit("try:")
         with self.w.block():
-            self._convert_value(var, parts.convert)
+            self._convert_value(var, parts.convert, kind <= TEXT - {"none"})
             if parts.retarget is not None:
                 self.w.emit(f"{var} = _to_target({var}, {self.w.bind(parts.retarget, 'n')})")
         self.w.emit("except ValueError as _exc:")
         with self.w.block():
             self.w.emit(f"{self.w.bind(parts.bad, 'bad')}(line, {var}, _exc)")
             self.w.emit(f"{var} = STOP")
+        return ANY - LISTS
 
-    def _convert_value(self, var: str, convert: Any) -> None:
+    def _convert_value(self, var: str, convert: Any, text: bool) -> None:
         """`var = convert(var)`, the common text shapes written inline: the converter itself
-        runs only for other values (and raises the ValueError the caller reports)."""
+        runs only for other values (and raises the ValueError the caller reports). `text`
+        says `var` surely holds a str."""
         cv = self.w.bind(convert, "cv")
         w = self.w
         if convert is TYPES["string"]:
@@ -482,47 +520,65 @@ class _Generator:
             with w.block():
                 w.emit(f"{var} = {cv}({var})")
         elif convert is TYPES["date"]:
-            # _date's YYYYMMDD branch (surrounding blanks make it take the general one).
-            w.emit(f"if type({var}) is str and len({var}) == 8 and {var}.isdigit():")
+            # Dates repeat across lines and messages; a date object is immutable. Only
+            # _date's YYYYMMDD branch is written inline and remembered (surrounding blanks
+            # make it take the general one).
+            is_str = "" if text else f"type({var}) is str and "
+            w.emit(f"_known = _DATES.get({var})" if text
+                   else f"_known = _DATES.get({var}) if type({var}) is str else None")
+            w.emit("if _known is not None:")
             with w.block():
-                # Dates repeat across lines and messages; a date object is immutable.
-                w.emit(f"_known = _DATES.get({var})")
-                w.emit("if _known is None:")
-                with w.block():
-                    w.emit(f"_known = _date(int({var}[:4]), int({var}[4:6]), int({var}[6:8]))")
-                    w.emit(f"_remember(_DATES, {var}, _known)")
+                w.emit(f"{var} = _known")
+            w.emit(f"elif {is_str}len({var}) == 8 and {var}.isdigit():")
+            with w.block():
+                w.emit(f"_known = _date(int({var}[:4]), int({var}[4:6]), int({var}[6:8]))")
+                w.emit(f"_remember(_DATES, {var}, _known)")
                 w.emit(f"{var} = _known")
             w.emit("else:")
             with w.block():
                 w.emit(f"{var} = {cv}({var})")
         elif convert is TYPES["decimal"] or convert is TYPES["money"]:
-            money = convert is TYPES["money"]
-            text = (f"{var}.strip().lstrip('$').strip().replace(',', '')" if money
-                    else f"{var}.strip().replace(',', '')")
-            # Amounts and units repeat; a Decimal is immutable, so equal texts share one.
-            known = "_MONEY" if money else "_DECIMALS"
-            w.emit(f"_dec = {known}.get({var}) if type({var}) is str else None")
-            w.emit(f"if _dec is None and type({var}) is str:")
-            with w.block():
-                w.emit("try:")
-                with w.block():
-                    w.emit(f"_dec = _Decimal({text})")
-                    if money:
-                        w.emit("_dec = _dec.quantize(_CENT) if _dec.is_finite() else None")
-                w.emit("except _InvalidOperation:")
-                with w.block():
-                    w.emit("_dec = None")
-                w.emit("if _dec is not None and _dec.is_finite():")
-                with w.block():
-                    w.emit(f"_remember({known}, {var}, _dec)")
-            w.emit("if _dec is not None and _dec.is_finite():")
-            with w.block():
-                w.emit(f"{var} = _dec")
-            w.emit("else:")
-            with w.block():
-                w.emit(f"{var} = {cv}({var})")
+            self._decimal_value(var, convert is TYPES["money"], cv, text)
         else:
             w.emit(f"{var} = {cv}({var})")
+
+    def _decimal_value(self, var: str, money: bool, cv: str, text: bool) -> None:
+        """`var = cv(var)` for decimal and money: a text that converted before gives the
+        same (immutable) Decimal again; a new text is converted inline, the converter runs
+        only for what the inline conversion refuses (and raises the ValueError)."""
+        w = self.w
+        number = (f"{var}.strip().lstrip('$').strip().replace(',', '')" if money
+                  else f"{var}.strip().replace(',', '')")
+        known = "_MONEY" if money else "_DECIMALS"
+        w.emit(f"_dec = {known}.get({var})" if text
+               else f"_dec = {known}.get({var}) if type({var}) is str else None")
+        w.emit("if _dec is not None:")
+        with w.block():
+            w.emit(f"{var} = _dec")
+        w.emit("else:")
+        with w.block():
+            if not text:
+                w.emit(f"if type({var}) is str:")
+                w.depth += 1
+            w.emit("try:")
+            with w.block():
+                w.emit(f"_dec = _Decimal({number})")
+                if money:
+                    # Too large an amount does not quantize: the converter reports it.
+                    w.emit("_dec = _dec.quantize(_CENT) if _dec.is_finite() else None")
+            w.emit("except _InvalidOperation:")
+            with w.block():
+                w.emit("_dec = None")
+            # Only finite values are remembered.
+            w.emit("if _dec is not None and _dec.is_finite():")
+            with w.block():
+                w.emit(f"_remember({known}, {var}, _dec)")
+            w.emit("else:")
+            with w.block():
+                w.emit("_dec = None")
+            if not text:
+                w.depth -= 1
+            w.emit(f"{var} = _dec if _dec is not None else {cv}({var})")
 
     def _field(self, ctx: _Ctx, parts: FieldParts) -> str:
         steps, lookup, convert = parts.steps, parts.lookup, parts.convert
@@ -534,130 +590,189 @@ class _Generator:
             return self._source(ctx, parts)[0]  # a plain path, constant or expression
         if parts.read is None or fallback is not None or is_list:
             return self._general(ctx, parts)
-        # The scalar shapes of compiler._scalar_getter: read -> steps -> lookup -> convert.
-        source, _ = self._source(ctx, parts)
-        out = self.w.var()
-        d = self.w.bind(default, "c")
-        self.w.emit(f"{out} = {source}")
-        self.w.emit(f"if {out} is None or {out} == '':")
-        with self.w.block():
-            self.w.emit(f"{out} = {d}")
-        self.w.emit("else:")
-        with self.w.block():
-            if lookup is None and not steps:
-                if convert is not None:
-                    self._convert(out, parts)
-                else:
-                    self.w.emit("pass")
-                return out
-            self._steps(out, parts)
+        # The scalar shapes of compiler._scalar_getter: read -> steps -> lookup -> convert,
+        # and the default for a value that is empty before or after the lookup.
+        w = self.w
+        source, kind, _ = self._source(ctx, parts)
+        out = w.var()
+        d = self._constant(default)
+        w.emit(f"{out} = {source}")
+        w.emit(f"if {_empty_test(out, kind)}:")
+        with w.block():
+            w.emit(f"{out} = {d}")
+        w.emit("else:")
+        with w.block():
+            before = len(w.lines)
+            kind = self._steps(out, parts, kind - {"none", "str"})
             if lookup is not None:
-                self._lookup(out, parts, inline_str=self._str_steps(parts))
-                self.w.emit(f"if {out} is not STOP:")
-                self.w.depth += 1
-                self.w.emit(f"if isinstance({out}, list):")
-                with self.w.block():
-                    self.w.emit(f"{out} = {out}[0] if {out} else None")
-            self.w.emit(f"if {out} is None or {out} == '':")
-            with self.w.block():
-                self.w.emit(f"{out} = {d}")
-            if convert is not None:
-                self.w.emit("else:")
-                with self.w.block():
-                    self._convert(out, parts)
-            if lookup is not None:
-                self.w.depth -= 1
+                kind = self._lookup(out, parts, kind)
+            self._after_lookup(out, parts, kind, d)
+            if len(w.lines) == before:
+                w.emit("pass")
         return out
 
-    @staticmethod
-    def _str_steps(parts: FieldParts) -> bool:
-        """True when the value reaching the lookup is surely text (an HL7 read, text steps)."""
-        return parts.read is not None and all(step in _TEXT_STEPS for step in parts.steps)
-
-    def _one(self, var: str, parts: FieldParts, inline_str: bool) -> None:
-        """compiler `one`: steps, lookup (list cells converted item by item), convert."""
-        self._steps(var, parts)
-        if parts.lookup is not None:
-            self._lookup(var, parts, inline_str)
-            self.w.emit(f"if {var} is not None and {var} is not STOP:")
-            with self.w.block():
-                self.w.emit(f"if isinstance({var}, list):")
-                with self.w.block():
-                    if parts.convert is not None:
-                        converted = self.w.var("cl")
-                        self.w.emit(f"{converted} = []")
-                        self.w.emit(f"for _i in {var}:")
-                        with self.w.block():
-                            self._convert("_i", parts)
-                            self.w.emit("if _i is not STOP:")
-                            with self.w.block():
-                                self.w.emit(f"{converted}.append(_i)")
-                        self.w.emit(f"{var} = {converted}")
-                    else:
-                        self.w.emit("pass")
-                if parts.convert is not None:
-                    self.w.emit("else:")
-                    with self.w.block():
-                        self._convert(var, parts)
+    def _after_lookup(self, out: str, parts: FieldParts, kind: Kind, default: str) -> None:
+        """Unless STOP: a list's first item, the default for an empty value, else convert."""
+        w = self.w
+        value = kind - {"stop"}
+        has_list = bool(value & LISTS)
+        if has_list:
+            value = (value - LISTS) | _item_kind(value) | {"none"}
+        checked = parts.lookup is not None or bool(parts.steps)
+        empty = _empty_test(out, value) if checked else "False"
+        converts = self._converts(parts, value - {"none", "str"})
+        if not (has_list or empty != "False" or converts):
             return
-        if parts.convert is not None:
-            self._convert(var, parts)
+        guarded = "stop" in kind
+        if guarded:
+            w.emit(f"if {out} is not STOP:")
+            w.depth += 1
+        if has_list:
+            w.emit(f"if isinstance({out}, list):")
+            with w.block():
+                w.emit(f"{out} = {out}[0] if {out} else None")
+        if empty != "False":
+            w.emit(f"if {empty}:")
+            with w.block():
+                w.emit(f"{out} = {default}")
+            if converts:
+                w.emit("else:")
+                with w.block():
+                    self._convert(out, parts, value - {"none", "str"})
+        elif converts:
+            self._convert(out, parts, value)
+        if guarded:
+            w.depth -= 1
+
+    def _one(self, var: str, parts: FieldParts, kind: Kind) -> Kind:
+        """compiler `one` on a value that is not None or '': steps, lookup (list cells
+        converted item by item), convert. Returns what `var` may hold then."""
+        w = self.w
+        kind = self._steps(var, parts, kind)
+        if parts.lookup is None:
+            return self._convert(var, parts, kind)
+        kind = self._lookup(var, parts, kind)
+        converting = kind - {"none", "stop"}
+        items = _item_kind(converting)
+        convert_items = bool(items) and self._converts(parts, items)
+        if not self._converts(parts, converting - LISTS) and not convert_items:
+            return kind
+        checks = [f"{var} is not None"] if "none" in kind else []
+        checks += [f"{var} is not STOP"] if "stop" in kind else []
+        if checks:
+            w.emit(f"if {' and '.join(checks)}:")
+            w.depth += 1
+        if convert_items:
+            w.emit(f"if isinstance({var}, list):")
+            with w.block():
+                converted = w.var("cl")
+                w.emit(f"{converted} = []")
+                w.emit(f"for _i in {var}:")
+                with w.block():
+                    self._convert("_i", parts, items)
+                    w.emit("if _i is not STOP:")
+                    with w.block():
+                        w.emit(f"{converted}.append(_i)")
+                w.emit(f"{var} = {converted}")
+            rest = converting - LISTS
+            after: Kind = frozenset({"list"})
+            if rest and self._converts(parts, rest):
+                w.emit("else:")
+                with w.block():
+                    after |= self._convert(var, parts, rest)
+            else:
+                after |= rest
+        else:
+            after = (converting & LISTS) | self._convert(var, parts, converting - LISTS)
+        if checks:
+            w.depth -= 1
+        return after | (kind & {"none", "stop"})
 
     def _general(self, ctx: _Ctx, parts: FieldParts) -> str:
-        """compiler `_field_getter.get`: any field with a fallback, or a list field."""
-        source, may_stop = self._source(ctx, parts)
-        out = self.w.var()
-        done = self.w.var("done")
-        self.w.emit(f"{done} = False")
-        self.w.emit(f"{out} = {source}")
-        inline_str = self._str_steps(parts)
-        if may_stop:
-            self.w.emit(f"if {out} is STOP:")
-            with self.w.block():
-                self.w.emit(f"{done} = True")
+        """compiler `_field_getter.get`: any field with a fallback, or a list field. The
+        fallback (or default) applies when the value ends up empty (None, '', no items)."""
+        w = self.w
+        source, kind, many = self._source(ctx, parts)
+        out = w.var()
+        w.emit(f"{out} = {source}")
         if parts.is_list:
-            self.w.emit(f"if {'not ' + done + ' and ' if may_stop else ''}{out}:")
-            with self.w.block():
-                items = self.w.var("items")
-                self.w.emit(f"{items} = []")
-                self.w.emit(f"for _item in ({out} if isinstance({out}, list) else [{out}]):")
-                with self.w.block():
-                    self._one("_item", parts, inline_str=inline_str)
-                    self.w.emit("if isinstance(_item, list):")
-                    with self.w.block():
-                        self.w.emit(f"{items} += [_r for _r in _item if _r is not None "
-                                    "and _r != '']")
-                    self.w.emit("elif _item is not None and _item is not STOP and _item != '':")
-                    with self.w.block():
-                        self.w.emit(f"{items}.append(_item)")
-                self.w.emit(f"if {items}:")
-                with self.w.block():
-                    self.w.emit(f"{out} = {items}")
-                    self.w.emit(f"{done} = True")
+            self._items(out, parts, kind, many)
+            empty = f"not {out}"  # no items (STOP, from an expression, stays)
         else:
-            cond = f"not {done} and " if may_stop else ""
-            self.w.emit(f"if {cond}{out} is not None and {out} != '':")
-            with self.w.block():
-                self.w.emit(f"if isinstance({out}, list):")
-                with self.w.block():
-                    self.w.emit(f"{out} = {out}[0] if {out} else None")
-                self.w.emit(f"if {out} is not None:")
-                with self.w.block():
-                    self._one(out, parts, inline_str=inline_str)
-                    self.w.emit(f"if {out} is STOP or ({out} is not None and {out} != ''):")
-                    with self.w.block():
-                        self.w.emit(f"{done} = True")
-        self.w.emit(f"if not {done}:")
-        with self.w.block():
+            empty = _empty_test(out, self._scalar(out, parts, kind))
+        w.emit(f"if {empty}:")
+        with w.block():
             if parts.fallback is not None:
                 other = self.value(ctx, parts.fallback)
-                self.w.emit(f"{out} = {other}")
-                self.w.emit(f"if {out} is None:")
-                with self.w.block():
-                    self.w.emit(f"{out} = {self.w.bind(parts.default, 'c')}")
+                w.emit(f"{out} = {other}")
+                if parts.default is not None:
+                    w.emit(f"if {out} is None:")
+                    with w.block():
+                        w.emit(f"{out} = {self._constant(parts.default)}")
             else:
-                self.w.emit(f"{out} = {self.w.bind(parts.default, 'c')}")
+                w.emit(f"{out} = {self._constant(parts.default)}")
         return out
+
+    def _scalar(self, out: str, parts: FieldParts, kind: Kind) -> Kind:
+        """The value of a scalar field with a fallback, processed when it is not empty;
+        returns what `out` may hold then (empty meaning: use the fallback)."""
+        w = self.w
+        start = len(w.lines)
+        present = _present_test(out, kind)
+        if present:
+            w.emit(f"if {present}:")
+            w.depth += 1
+        value = kind - {"stop", "none", "str"}
+        has_list = bool(value & LISTS)
+        if has_list:
+            w.emit(f"if isinstance({out}, list):")
+            with w.block():
+                w.emit(f"{out} = {out}[0] if {out} else None")
+            w.emit(f"if {out} is not None:")
+            w.depth += 1
+            value = (value - LISTS) | (_item_kind(value) - {"none"})
+        before = len(w.lines)
+        after = self._one(out, parts, value)
+        if len(w.lines) == before:
+            if has_list:
+                w.emit("pass")
+            else:
+                del w.lines[start:]  # nothing to do with the value: no test either
+        if has_list:
+            w.depth -= 1
+            after |= {"none"}
+        if present:
+            w.depth -= 1
+        return after | (kind & {"stop", "none", "str"})
+
+    def _items(self, out: str, parts: FieldParts, kind: Kind, many: bool) -> None:
+        """The values of a list field, each processed, the empty ones left out (an empty
+        list then means: use the fallback)."""
+        w = self.w
+        items = w.var("items")
+        condition = f"{out} is not STOP and {out}" if "stop" in kind else out
+        w.emit(f"if {condition}:")
+        with w.block():
+            w.emit(f"{items} = []")
+            source = out if many else f"({out} if isinstance({out}, list) else [{out}])"
+            w.emit(f"for _item in {source}:")
+            with w.block():
+                item = frozenset({"text"}) if many else ANY - {"stop"}
+                after = self._one("_item", parts, item)
+                if after & LISTS:
+                    w.emit("if isinstance(_item, list):")
+                    with w.block():
+                        if "list" in after:
+                            w.emit(f"{items} += [_r for _r in _item if _r is not None "
+                                   "and _r != '']")
+                        else:
+                            w.emit(f"{items} += _item  # texts, none empty")
+                    w.emit("elif _item is not None and _item is not STOP and _item != '':")
+                else:
+                    w.emit(f"if {_present_test('_item', after) or 'True'}:")
+                with w.block():
+                    w.emit(f"{items}.append(_item)")
+            w.emit(f"{out} = {items}")
 
     def _values(self, ctx: _Ctx, parts: FieldParts) -> str:
         """compiler `records` from a plain list: one record per value (diagnosis codes)."""
@@ -1230,6 +1345,54 @@ class _Generator:
                 with w.block():
                     w.emit(f"{out}.append({record})")
             w.emit(f"{key} = {out}")
+
+
+# What a generated variable may hold, as a set of: none, text (a non-empty str), str (a
+# str, maybe ''), list, texts, stop (STOP) and other (anything else). Knowing it at
+# generation time leaves out the tests that cannot fail.
+Kind = frozenset[str]
+TEXT: Kind = frozenset({"none", "text", "str"})
+ANY: Kind = frozenset({"none", "text", "str", "list", "texts", "stop", "other"})
+# list: any list; texts: a list of non-empty strs.
+LISTS: Kind = frozenset({"list", "texts"})
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return "text" if value else "str"
+    if isinstance(value, list):
+        return "texts" if all(isinstance(item, str) and item for item in value) else "list"
+    return "other"
+
+
+def _item_kind(kind: Kind) -> Kind:
+    """What the items of the lists of this kind may hold (nothing: no lists)."""
+    if "list" in kind:
+        return ANY - LISTS - {"stop"}
+    return frozenset({"text"}) if "texts" in kind else frozenset()
+
+
+def _empty_test(var: str, kind: Kind) -> str:
+    """Source for `var is None or var == ''` (STOP is neither), given what `var` holds."""
+    if kind & (LISTS | {"other"}):
+        return f"{var} is None or {var} == ''"
+    if kind & {"none", "str"}:
+        return f"not {var}"  # None, '' and no other str, and STOP is truthy
+    return "False"
+
+
+def _present_test(var: str, kind: Kind) -> str:
+    """Source for `var is not STOP and not (var is None or var == '')`, or '' when it
+    always holds."""
+    tests = [f"{var} is not STOP"] if "stop" in kind else []
+    empty = _empty_test(var, kind - {"stop"})
+    if empty.startswith("not "):
+        tests.append(var)
+    elif empty != "False":
+        tests.append(f"not ({empty})")
+    return " and ".join(tests)
 
 
 # Converted texts (immutable results only), shared by all generated functions; bounded.

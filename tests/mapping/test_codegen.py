@@ -401,3 +401,74 @@ def test_records_read_through_their_scope_agree_both_ways(tmp_path: Path) -> Non
                         ft1(2, modifiers="1&2~3~&5", ft1_7="A^\\T\\"), ft1(3, dx=""),
                         "DG1|1||Z00.0^^I10", insurance=insurance))
         _assert_same(mapping, raw)
+
+
+# A list cell looked up for a scalar field with an `else:` stays a list (both ways).
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+def test_lookup_cells_of_every_kind_agree_both_ways(tmp_path: Path) -> None:
+    """Lookups whose cells are numbers, lists, empty or missing, every missing-key policy,
+    and steps that may not leave text, on scalar and list fields with and without
+    fallbacks: the checks the generator leaves out are those that cannot fail."""
+    path = write(tmp_path, "m.yaml", """
+        version: 1
+        input: hl7
+        iterate: FT1
+        tables:
+          mixed:
+            rows:
+              A: {num: 7, cell: [x, "", 3], text: "", pos: "11"}
+              B: {num: "", cell: "25 59", text: "b", pos: 11}
+              C: {num: "2.5", cell: "", text: " c "}
+              D: {cell: [], num: abc}
+        fields:
+          units:
+            path: FT1-10
+            normalize: [trim, upper]
+            lookup: {table: mixed, column: num, missing: keep}
+            type: decimal
+            default: 1
+          amount:
+            path: FT1-11.1
+            normalize: [strip_leading_zeros]
+            lookup: {table: mixed, column: num, missing: default, default: "3.50"}
+            type: money
+            else: {path: FT1-12.1, type: money}
+          procedure.modifiers:
+            path: FT1-26[*].1
+            normalize: [trim, upper]
+            lookup: {table: mixed, column: cell, missing: keep}
+            else:
+              path: FT1-7.1
+              lookup: {table: mixed, column: cell, missing: hold}
+          procedure.code:
+            path: FT1-7.1
+            lookup: {table: mixed, column: cell, missing: default}
+            type: code
+            else: FT1-7.2
+          procedure.description:
+            path: FT1-7.2
+            normalize: [trim]
+            lookup: {table: mixed, column: text, missing: keep}
+            type: code
+            else: {value: fallback}
+          place_of_service:
+            path: FT1-16.1
+            normalize: [{pad: 3}]
+            lookup: {table: mixed, column: pos, missing: hold}
+            default: "99"
+          service_date: {path: FT1-4.1 | FT1-4.2, type: date, else: {value: "2024-01-01"}}
+          diagnoses:
+            path: FT1-19[*].1
+            normalize: [{split: "."}]
+            else: {value: [Z00.0]}
+        """)
+    mapping = load_mapping(path)
+    assert mapping.fast is not None
+    keys = ["A", "B", "C", "D", "E", " b ", "", "0A", "00"]
+    for i, key in enumerate(keys):
+        other = keys[(i + 3) % len(keys)]
+        segment = ft1(1, ft1_7=f"{key}^{other}", units=key, amount=key, location=other,
+                      modifiers=f"{key}~{other}", dx=f"{key}.1~" if i % 2 else "",
+                      date="" if i % 3 else "20240230")
+        raw = _text(dft(_unit_price(segment, other), ft1(2, ft1_7=other, location=key)))
+        _assert_same(mapping, raw)
