@@ -157,6 +157,8 @@ class _Generator:
         # parts that are models before assembly (built once per message).
         self.holders: dict[tuple[str, ...], str] = {}
         self.built: set[str] = set()
+        # What the variable a field was computed into may hold (not listed: anything).
+        self.kinds: dict[str, Kind] = {}
         # Names the message's namespace holds beside the reader and control id.
         self.message_names = {"message_type", *(p.name for p in mapping.static_vars)}
 
@@ -507,7 +509,7 @@ class _Generator:
         with self.w.block():
             self.w.emit(f"{self.w.bind(parts.bad, 'bad')}(line, {var}, _exc)")
             self.w.emit(f"{var} = STOP")
-        return ANY - LISTS
+        return _converted_kind(parts, kind) | {"stop"}
 
     def _convert_value(self, var: str, convert: Any, text: bool) -> None:
         """`var = convert(var)`, the common text shapes written inline: the converter itself
@@ -587,7 +589,10 @@ class _Generator:
             raise _Unsupported("converter without its error reporter")
         if not steps and lookup is None and convert is None and fallback is None \
                 and default is None and not is_list:
-            return self._source(ctx, parts)[0]  # a plain path, constant or expression
+            # A plain path, constant or expression.
+            source, kind, _ = self._source(ctx, parts)
+            self.kinds[source] = kind
+            return source
         if parts.read is None or fallback is not None or is_list:
             return self._general(ctx, parts)
         # The scalar shapes of compiler._scalar_getter: read -> steps -> lookup -> convert,
@@ -606,13 +611,15 @@ class _Generator:
             kind = self._steps(out, parts, kind - {"none", "str"})
             if lookup is not None:
                 kind = self._lookup(out, parts, kind)
-            self._after_lookup(out, parts, kind, d)
+            kind = self._after_lookup(out, parts, kind, d)
             if len(w.lines) == before:
                 w.emit("pass")
+        self.kinds[out] = kind | {_kind_of(default)}
         return out
 
-    def _after_lookup(self, out: str, parts: FieldParts, kind: Kind, default: str) -> None:
-        """Unless STOP: a list's first item, the default for an empty value, else convert."""
+    def _after_lookup(self, out: str, parts: FieldParts, kind: Kind, default: str) -> Kind:
+        """Unless STOP: a list's first item, the default for an empty value, else convert.
+        Returns what `out` may hold then."""
         w = self.w
         value = kind - {"stop"}
         has_list = bool(value & LISTS)
@@ -622,7 +629,7 @@ class _Generator:
         empty = _empty_test(out, value) if checked else "False"
         converts = self._converts(parts, value - {"none", "str"})
         if not (has_list or empty != "False" or converts):
-            return
+            return kind
         guarded = "stop" in kind
         if guarded:
             w.emit(f"if {out} is not STOP:")
@@ -631,18 +638,22 @@ class _Generator:
             w.emit(f"if isinstance({out}, list):")
             with w.block():
                 w.emit(f"{out} = {out}[0] if {out} else None")
+        result = kind & {"stop"}
         if empty != "False":
             w.emit(f"if {empty}:")
             with w.block():
                 w.emit(f"{out} = {default}")
+            result |= {_kind_of(parts.default)}
+            value -= {"none", "str"}
             if converts:
                 w.emit("else:")
                 with w.block():
-                    self._convert(out, parts, value - {"none", "str"})
+                    value = self._convert(out, parts, value)
         elif converts:
-            self._convert(out, parts, value)
+            value = self._convert(out, parts, value)
         if guarded:
             w.depth -= 1
+        return result | value
 
     def _one(self, var: str, parts: FieldParts, kind: Kind) -> Kind:
         """compiler `one` on a value that is not None or '': steps, lookup (list cells
@@ -696,22 +707,37 @@ class _Generator:
         out = w.var()
         w.emit(f"{out} = {source}")
         if parts.is_list:
-            self._items(out, parts, kind, many)
-            empty = f"not {out}"  # no items (STOP, from an expression, stays)
+            # The items (none empty), or what the source held when it was empty or STOP.
+            kind = self._items(out, parts, kind, many) | (kind & {"stop"})
+            empty = f"not {out}"  # no items
         else:
-            empty = _empty_test(out, self._scalar(out, parts, kind))
-        w.emit(f"if {empty}:")
-        with w.block():
-            if parts.fallback is not None:
-                other = self.value(ctx, parts.fallback)
-                w.emit(f"{out} = {other}")
-                if parts.default is not None:
-                    w.emit(f"if {out} is None:")
-                    with w.block():
-                        w.emit(f"{out} = {self._constant(parts.default)}")
-            else:
-                w.emit(f"{out} = {self._constant(parts.default)}")
+            kind = self._scalar(out, parts, kind)
+            empty = _empty_test(out, kind)
+            kind -= {"none", "str"}
+        if empty != "False":
+            w.emit(f"if {empty}:")
+            with w.block():
+                kind |= self._fallback(ctx, parts, out)
+        self.kinds[out] = kind
         return out
+
+    def _fallback(self, ctx: _Ctx, parts: FieldParts, out: str) -> Kind:
+        """`out` = the `else:` value (the default when it is None), or the default;
+        returns what `out` may hold then."""
+        w = self.w
+        default = self._constant(parts.default)
+        if parts.fallback is None:
+            w.emit(f"{out} = {default}")
+            return frozenset({_kind_of(parts.default)})
+        other = self.value(ctx, parts.fallback)
+        kind = self.kinds.get(other, ANY)
+        w.emit(f"{out} = {other}")
+        if parts.default is None or "none" not in kind:
+            return kind
+        w.emit(f"if {out} is None:")
+        with w.block():
+            w.emit(f"{out} = {default}")
+        return (kind - {"none"}) | {_kind_of(parts.default)}
 
     def _scalar(self, out: str, parts: FieldParts, kind: Kind) -> Kind:
         """The value of a scalar field with a fallback, processed when it is not empty;
@@ -745,9 +771,9 @@ class _Generator:
             w.depth -= 1
         return after | (kind & {"stop", "none", "str"})
 
-    def _items(self, out: str, parts: FieldParts, kind: Kind, many: bool) -> None:
+    def _items(self, out: str, parts: FieldParts, kind: Kind, many: bool) -> Kind:
         """The values of a list field, each processed, the empty ones left out (an empty
-        list then means: use the fallback)."""
+        list then means: use the fallback). Returns what the list may be."""
         w = self.w
         items = w.var("items")
         condition = f"{out} is not STOP and {out}" if "stop" in kind else out
@@ -773,28 +799,31 @@ class _Generator:
                 with w.block():
                     w.emit(f"{items}.append(_item)")
             w.emit(f"{out} = {items}")
+        texts = after - {"stop", "none", "str", "texts"} <= {"text"}
+        return frozenset({"texts" if texts else "list"})
 
     def _values(self, ctx: _Ctx, parts: FieldParts) -> str:
         """compiler `records` from a plain list: one record per value (diagnosis codes)."""
         assert parts.inner is not None and parts.skeleton is not None
         values = self.value(ctx, parts.inner)
-        out = self.w.var()
-        key = self.w.bind(parts.key, "n")
-        self.w.emit(f"if {values} and {values} is not STOP:")
-        with self.w.block():
-            self.w.emit(f"{out} = []")
-            self.w.emit(f"for _value in {values}:")
-            with self.w.block():
-                self.w.emit(f"_rec = {self._literal(parts.skeleton())}")
-                self.w.emit(f"_rec[{key}] = _value")
-                self.w.emit(f"{out}.append(_rec)")
-        self.w.emit("else:")
-        with self.w.block():
+        w = self.w
+        out = w.var()
+        stop = f" and {values} is not STOP" if "stop" in self.kinds.get(values, ANY) else ""
+        w.emit(f"if {values}{stop}:")
+        with w.block():
+            record = self._literal(parts.skeleton(), {parts.key: "_value"})
+            w.emit(f"{out} = [{record} for _value in {values}]")
+        kind: Kind = frozenset({"list"})
+        w.emit("else:")
+        with w.block():
             if parts.fallback is not None:
                 other = self.value(ctx, parts.fallback)
-                self.w.emit(f"{out} = {other}")
+                w.emit(f"{out} = {other}")
+                kind |= self.kinds.get(other, ANY)
             else:
-                self.w.emit(f"{out} = None")
+                w.emit(f"{out} = None")
+                kind |= {"none"}
+        self.kinds[out] = kind
         return out
 
 
@@ -804,14 +833,14 @@ class _Generator:
         w = self.w
         out = w.var()
         segs = w.var("segs")
-        kind = w.bind(parts.segment, "n")
-        # `scope.segments(kind)`; each record's ItemScope is made only if something reads it.
+        segment_name = w.bind(parts.segment, "n")
+        # `scope.segments(name)`; each record's ItemScope is made only if something reads it.
         if ctx.kind == "msg":
-            w.emit(f"{segs} = _bn.get({kind}, _NONE)")
+            w.emit(f"{segs} = _bn.get({segment_name}, _NONE)")
         elif ctx.kind == "line":
-            w.emit(f"{segs} = _own.get({kind}) or _bn.get({kind}, _NONE)")
+            w.emit(f"{segs} = _own.get({segment_name}) or _bn.get({segment_name}, _NONE)")
         else:
-            w.emit(f"{segs} = {self._obj(ctx)}.segments({kind})")
+            w.emit(f"{segs} = {self._obj(ctx)}.segments({segment_name})")
         if parts.order is not None:
             order = w.bind(parts.order, "o")
             # A single record needs no order (its key, a pure path read, is not computed).
@@ -840,13 +869,17 @@ class _Generator:
             self.w.emit(f"if {filled}:")
             with self.w.block():
                 self.w.emit(f"{out}.append({item})")
-        self.w.emit(f"if not {out}:")
+        kind: Kind = frozenset({"list"})
+        w.emit(f"if not {out}:")
         with self.w.block():
             if parts.fallback is not None:
                 other = self.value(ctx, parts.fallback)
                 self.w.emit(f"{out} = {other}")
+                kind |= self.kinds.get(other, ANY)
             else:
                 self.w.emit(f"{out} = None")
+                kind |= {"none"}
+        self.kinds[out] = kind
         return out
 
     def _put(self, holder: str, keys: tuple[str, ...], value: str) -> None:
@@ -858,12 +891,19 @@ class _Generator:
         self.w.emit(f"{target}[{self._key(keys[-1])}] = {value}")
 
     def _store(self, target: str, plan: Any, value: str) -> None:
-        self.w.emit(f"if {value} is not None and {value} is not STOP:")
-        with self.w.block():
-            if plan.keys is not None:
-                self._put(target, plan.keys, value)
-            else:
-                self.w.emit(f"{self.w.bind(plan.put, 'put')}({target}, {value})")
+        """Put a field's value into the charge dict unless it is None or STOP."""
+        kind = self.kinds.get(value, ANY)
+        tests = [f"{value} is not None"] if "none" in kind else []
+        tests += [f"{value} is not STOP"] if "stop" in kind else []
+        if tests:
+            self.w.emit(f"if {' and '.join(tests)}:")
+            self.w.depth += 1
+        if plan.keys is not None:
+            self._put(target, plan.keys, value)
+        else:
+            self.w.emit(f"{self.w.bind(plan.put, 'put')}({target}, {value})")
+        if tests:
+            self.w.depth -= 1
 
     # -- the whole function ----------------------------------------------------------------
 
@@ -889,11 +929,11 @@ class _Generator:
         with w.block():
             w.emit("return MappingResult([], [], None, 0)")
         w.emit("lines_in = len(groups)")
-        kind = self._path_value(msg_ctx, compile_path("MSH-9.1"))
+        event = self._path_value(msg_ctx, compile_path("MSH-9.1"))
         trigger = self._path_value(msg_ctx, compile_path("MSH-9.2"))
         w.emit(f"base_ns = {{'hl7': msg.get, 'control_id': control_id, 'message_type': "
-               f"(f'{{{kind}}}^{{{trigger}}}' if {trigger} else {kind}) "
-               f"if {kind} is not None else None}}")
+               f"(f'{{{event}}}^{{{trigger}}}' if {trigger} else {event}) "
+               f"if {event} is not None else None}}")
         w.emit("line = _Line({}, base_ns, False)")
         for plan in m.static_vars:
             value = self.value(msg_ctx, plan.parts)
@@ -978,11 +1018,13 @@ class _Generator:
                 with w.block():
                     w.emit("_found.append(_seg)")
 
-    def _literal(self, value: Any) -> str:
+    def _literal(self, value: Any, given: dict[str, str] | None = None) -> str:
         """Source making a fresh copy of a skeleton dict: nested dicts and (empty) lists
-        new, scalars shared."""
+        new, scalars shared; `given` puts a variable at some keys of the top dict."""
         if type(value) is dict:
-            items = ", ".join(f"{self._key(k)}: {self._literal(v)}" for k, v in value.items())
+            given = given or {}
+            items = ", ".join(f"{self._key(k)}: {given.get(k) or self._literal(v)}"
+                              for k, v in value.items())
             return "{" + items + "}"
         if type(value) is list:
             if value:
@@ -1376,11 +1418,24 @@ def _item_kind(kind: Kind) -> Kind:
 
 def _empty_test(var: str, kind: Kind) -> str:
     """Source for `var is None or var == ''` (STOP is neither), given what `var` holds."""
-    if kind & (LISTS | {"other"}):
-        return f"{var} is None or {var} == ''"
-    if kind & {"none", "str"}:
+    empties = kind & {"none", "str"}
+    if not empties:
+        return "False"
+    if not kind & (LISTS | {"other"}):
         return f"not {var}"  # None, '' and no other str, and STOP is truthy
-    return "False"
+    if empties == {"none"}:
+        return f"{var} is None"
+    return f"{var} == ''" if empties == {"str"} else f"{var} is None or {var} == ''"
+
+
+def _converted_kind(parts: FieldParts, kind: Kind) -> Kind:
+    """What a converter (and the retarget) makes of a value of this kind (not None)."""
+    if parts.retarget is not None:
+        return frozenset({"str"}) if parts.retarget in ("string", "code") \
+            else frozenset({"other"})
+    if parts.convert is TYPES["string"]:
+        return frozenset({"str"}) | (kind & {"text"})
+    return frozenset({"str"}) if parts.convert is TYPES["code"] else frozenset({"other"})
 
 
 def _present_test(var: str, kind: Kind) -> str:
