@@ -197,7 +197,7 @@ class _Generator:
             first = owner.item_var if owner.kind == "item" else "_anchor"
             self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None else "
                         f"{first}._split()")
-            self.w.emit(f"{dirty} = {self._dirty_test(first)}")
+            self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
         else:
             segs = self._segments(owner, seg)
             first = self.w.var("s")
@@ -206,16 +206,21 @@ class _Generator:
             with self.w.block():
                 self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None "
                             f"else {first}._split()")
-                self.w.emit(f"{dirty} = {self._dirty_test(first)}")
+                self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
             self.w.emit("else:")
             with self.w.block():
                 self.w.emit(f"{fields}, {dirty} = _NONE, False")
         self.w.remember(key, f"{first},{fields},{dirty}")
         return first, fields, dirty
 
-    @staticmethod
-    def _dirty_test(segment: str) -> str:
-        return f"_S in {segment}.raw or _E in {segment}.raw or '\"\"' in {segment}.raw"
+    def _dirty_test(self, segment: str, name: str, fields: str) -> str:
+        """Source telling whether the segment's values may need `_finish_value`. MSH-2
+        holds every delimiter: for MSH the test starts at MSH-3 ('MSH|' MSH-2 '|')."""
+        raw = segment + ".raw"
+        if name == "MSH":
+            self.w.emit(f"_tail = {raw}[len({fields}[2]) + 5:]")
+            raw = "_tail"
+        return f"_S in {raw} or _E in {raw} or '\"\"' in {raw}"
 
     def _path_value(self, ctx: _Ctx, path: Path) -> str:
         """A variable holding `path.first` in `ctx` (decoded text or None)."""
@@ -324,6 +329,15 @@ class _Generator:
                         w.emit("continue")
                 w.emit(f"{out}.append(_rv)")
 
+    def _line(self) -> str:
+        """`line`, the Line closures take; within a line it is made on first use."""
+        if self.in_line:
+            self.w.emit("if line is None:")
+            with self.w.block():
+                self.w.emit(f"line = _new_line(data, {'ns' if self.eager_ns else 'None'}, "
+                            "static_findings)")
+        return "line"
+
     def _obj(self, ctx: _Ctx) -> str:
         """The expression naming the scope object. A line's LineSource and a record's
         ItemScope are made on first use: most values are read inline without them."""
@@ -389,7 +403,7 @@ class _Generator:
     def _opaque(self, ctx: _Ctx, parts: FieldParts) -> str:
         self._needs_ns()
         out = self.w.var()
-        self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({self._obj(ctx)}, line)")
+        self.w.emit(f"{out} = {self.w.bind(parts.get, 'g')}({self._obj(ctx)}, {self._line()})")
         return out
 
     def _source(self, ctx: _Ctx, parts: FieldParts) -> tuple[str, Kind, bool]:
@@ -417,7 +431,8 @@ class _Generator:
                 inline = None
         if inline is None:
             self._needs_ns()
-            self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({self._obj(ctx)}, line)")
+            self.w.emit(f"{out} = {self.w.bind(parts.raw, 'x')}({self._obj(ctx)}, "
+                        f"{self._line()})")
             return out, ANY, False
         # compiler `_expr_getter`: an expression that raises holds the charge.
         self.w.emit("try:")
@@ -425,7 +440,8 @@ class _Generator:
             self.w.emit(f"{out} = {inline}")
         self.w.emit("except Exception as _exc:")
         with self.w.block():
-            self.w.emit(f"_expression_failed(line, {self.w.bind(parts.name, 'n')}, _exc)")
+            self.w.emit(f"_expression_failed({self._line()}, {self.w.bind(parts.name, 'n')}, "
+                        "_exc)")
             self.w.emit(f"{out} = STOP")
         return out, ANY, False
 
@@ -451,7 +467,7 @@ class _Generator:
         info = getattr(lookup, "parts", None)
         bound = self.w.bind(lookup, "lk")
         if info is None or not kind <= TEXT - {"none"}:
-            self.w.emit(f"{var} = {bound}({var}, line)")
+            self.w.emit(f"{var} = {bound}({var}, {self._line()})")
             return ANY
         rows, column, policy, default, is_list = info
         row = self.w.var("row")
@@ -479,7 +495,7 @@ class _Generator:
             # hold or fail: the compiled lookup records the finding (or raises).
             self.w.emit("else:")
             with self.w.block():
-                self.w.emit(f"{var} = {bound}({var}, line)")
+                self.w.emit(f"{var} = {bound}({var}, {self._line()})")
             return frozenset({_kind_of(cell) for cell in cells} | {"stop"})
         return frozenset(_kind_of(cell) for cell in cells)
 
@@ -507,7 +523,7 @@ class _Generator:
                 self.w.emit(f"{var} = _to_target({var}, {self.w.bind(parts.retarget, 'n')})")
         self.w.emit("except ValueError as _exc:")
         with self.w.block():
-            self.w.emit(f"{self.w.bind(parts.bad, 'bad')}(line, {var}, _exc)")
+            self.w.emit(f"{self.w.bind(parts.bad, 'bad')}({self._line()}, {var}, _exc)")
             self.w.emit(f"{var} = STOP")
         return _converted_kind(parts, kind) | {"stop"}
 
@@ -943,7 +959,11 @@ class _Generator:
             w.emit("if _reason is not None:")
             with w.block():
                 w.emit("return MappingResult([], [], _reason, lines_in)")
-        w.emit(f"template = {self._literal(m.skeleton())}")
+        # Only what the message's fields fill and the parts built once per message: the
+        # line's other parts are written fresh for each line (_line_data).
+        sample = m.skeleton()
+        kept = self._message_parts()
+        w.emit(f"template = {self._literal({k: v for k, v in sample.items() if k in kept})}")
         for plan in m.static_fields:
             value = self.value(msg_ctx, plan.parts)
             self._store("template", plan, value)
@@ -977,7 +997,7 @@ class _Generator:
             "_MappedCharge": _mapped_charge_type(), "_get_attr": get_attr,
             "_get_item": get_item, "_DATES": _DATES, "_MONEY": _MONEY,
             "_DECIMALS": _DECIMALS, "_remember": _remember,
-            "_expression_failed": expression_failed,
+            "_expression_failed": expression_failed, "_new_line": _new_line,
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -1071,7 +1091,8 @@ class _Generator:
         else:
             # The anchor is the group's first `iterate` segment: its set id, read once.
             w.emit(f"_set_id = {self._path_value(line_ctx, compile_path(f'{m.iterate}-1'))}")
-        w.emit("line_id = str(_set_id) if _set_id else str(index)")
+        w.emit("line_id = _set_id or str(index)" if m.iterate != "MSH"
+               else "line_id = str(_set_id) if _set_id else str(index)")
         w.emit("if line_id in seen_ids:")
         with w.block():
             w.emit("line_id = f'{line_id}#{index}'")
@@ -1084,10 +1105,8 @@ class _Generator:
         self.has_data = True
         if self.eager_ns:
             w.emit("ns['charge'] = data")
-        w.emit(f"line = _Line(data, {'ns' if self.eager_ns else 'None'}, False)")
-        w.emit("if static_findings:")
-        with w.block():
-            w.emit("line.findings.extend(static_findings)")
+        # The Line closures record findings on is made when one needs it.
+        w.emit("line = None")
         for plan in m.line_vars:
             value = self.value(line_ctx, plan.parts)
             name = w.bind(plan.name, "n")
@@ -1103,8 +1122,9 @@ class _Generator:
         w.emit("_reason = None")
         if m.late_filters:
             if not self.eager_ns:
-                w.emit(f"line.ns = {self._namespace()}")
-            w.emit("_reason = M._first_filter(LATE, ls, line.ns, line)")
+                w.emit(f"{self._line()}.ns = {self._namespace()}")
+            w.emit(f"_reason = M._first_filter(LATE, {self._obj(self.line_ctx)}, "
+                   f"{self._line()}.ns, line)")
         for rule in m.rules:
             w.emit("if _reason is None:")
             with w.block():
@@ -1187,6 +1207,7 @@ class _Generator:
 
     def _run_rule(self, bound: str) -> None:
         """mapping `_rule` on the line, its namespace made first when it is made lazily."""
+        self._line()
         if not self.eager_ns:
             self.w.emit("if line.ns is None:")
             with self.w.block():
@@ -1260,7 +1281,8 @@ class _Generator:
         w.emit("_tt = data['transaction_type']")
         w.emit("if _tt != 'charge' and _tt != 'credit':")
         with w.block():
-            w.emit("charges.append(M._finish(line, line_id, index, control_id, source_base))")
+            w.emit(f"charges.append(M._finish({self._line()}, line_id, index, control_id, "
+                   "source_base))")
             w.emit("continue")
         w.emit("_h = id_prefix.copy()")
         w.emit("_h.update(line_id.encode())")
@@ -1270,9 +1292,14 @@ class _Generator:
         # MappedCharge(charge, line.findings, {}) without the dataclass __init__ call.
         w.emit("_mc = _new(_MappedCharge)")
         w.emit(f"_mc.charge = {charge}")
-        w.emit("_mc.findings = line.findings")
+        w.emit("_mc.findings = line.findings if line is not None else static_findings[:]")
         w.emit("_mc.explain = {}")
         w.emit("charges.append(_mc)")
+
+    def _message_parts(self) -> set[str]:
+        """The Charge fields message-level fields fill, and the parts shared by the lines."""
+        filled = {top_field(plan.name) for plan in self.m.static_fields}
+        return filled | {key for key, _ in self.m.shared_parts}
 
     def _line_data(self) -> None:
         """`data = copy_data(template)` for this mapping: parts no message-level field
@@ -1476,6 +1503,15 @@ def _finish_value(value: str, sub: int, enc: Any, codec: str) -> str | None:
     if enc.escape in value:
         return unescape(value, enc, codec) or None
     return value
+
+
+def _new_line(data: dict[str, Any], ns: dict[str, Any] | None,
+              static_findings: list[Any]) -> Line:
+    """A line's Line as the reference makes it: the message's findings come first."""
+    line = Line(data, ns, False)  # type: ignore[arg-type]  # None until a rule reads it
+    if static_findings:
+        line.findings.extend(static_findings)
+    return line
 
 
 def _line_source(own: dict[str, list[Any]], msg: Any) -> LineSource:

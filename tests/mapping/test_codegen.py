@@ -79,6 +79,8 @@ def _varied() -> list[str]:
             ft1(3, units="", amount="", ft1_7="NOTINCDM")),
     ]
     texts = [_text(m) for m in messages]
+    # MSH values with a sub-component or an escape (MSH-2 holds both delimiters anyway).
+    texts.append(_text(dft(ft1(1), control=r"C\T\1&2")).replace("DFT^P03^", r"DFT&X^P\T\3^"))
     texts += [make_dft(i, lines=lines).decode() for i, lines in ((1, 3), (7, 1), (12, 5))]
     texts.append("\r".join([MSH.format(control="NOFT1"), PID, PV1]) + "\r")
     # Fewer encoding characters: the generated code hands these to the reference path.
@@ -339,7 +341,9 @@ def test_namespace_made_only_where_read_agrees_both_ways(tmp_path: Path) -> None
             for ft1_7 in ("99213^x", "99214^TEST", "", "^x"):
                 lines = [ft1(1, kind=kind, amount=amount, units=units, ft1_7=ft1_7),
                          ft1(2, amount=amount, units=units)]
-                _assert_same(mapping, _text(dft(*(_unit_price(seg, price) for seg in lines))))
+                raw = _text(dft(*(_unit_price(seg, price) for seg in lines)))
+                _assert_same(mapping, raw)
+                _assert_same(mapping, raw.replace("DFT^P03^", "DFT&X^^"))
 
 
 def _unit_price(segment: str, price: str) -> str:
