@@ -37,6 +37,10 @@ class StoreError(ChargeBridgeError):
     """The message store failed or is in an unexpected state."""
 
 
+class StoreBusy(StoreError):
+    """Another writer holds the store's write lock and the caller asked not to wait."""
+
+
 class DeliveryError(ChargeBridgeError):
     """A destination could not deliver; `retryable` tells the runner whether to retry."""
 

@@ -39,8 +39,18 @@ class DropUnknownKeys:
         return event_dict
 
 
+_debug = False
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are written: hot paths skip building ones that would be dropped."""
+    return _debug
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Configure structlog once for the process: JSON lines on stderr."""
+    global _debug
+    _debug = getattr(logging, level.upper(), logging.INFO) <= logging.DEBUG
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(

@@ -10,6 +10,7 @@ later, ERR-1 for the older versions that only have that field.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,8 +62,16 @@ def _new_control_id() -> str:
     return os.urandom(8).hex().upper()
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    """Now as an HL7 timestamp; formatted once per second (ACKs are built per message)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second, UTC).strftime("%Y%m%d%H%M%S+0000"))
+    return _stamp[1]
 
 
 def _inbound_header(raw: bytes | None) -> Message | None:

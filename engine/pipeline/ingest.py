@@ -22,6 +22,7 @@ from engine.errors import HL7ReadError
 from engine.hl7.ack import AckError, build_ack
 from engine.hl7.reader import Message, parse
 from engine.hl7.strict import strict_problem
+from engine.logging import debug_enabled
 from engine.store.group_commit import GroupCommitter
 from engine.store.records import ERROR, RECEIVED, InboundRecord
 
@@ -82,8 +83,9 @@ class ChannelIngest:
         elapsed = time.perf_counter() - started
         metrics.observe_ack(channel, elapsed)
         # Per-message lines at debug keep the hot path lean; refusals are always logged.
-        emit = log.warning if problem is not None else log.debug
-        emit("message.journaled", channel=channel, message_id=outcome.message_id,
+        if problem is not None or debug_enabled():
+            emit = log.warning if problem is not None else log.debug
+            emit("message.journaled", channel=channel, message_id=outcome.message_id,
                  control_id=record.control_id, message_type=record.message_type,
                  status=record.status, duplicate=outcome.duplicate, transport=transport,
                  code=code, seconds=round(elapsed, 6))

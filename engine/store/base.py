@@ -132,6 +132,15 @@ class SqlStore(ABC):
     def checkpoint(self) -> None:  # noqa: B027 - a hook only the SQLite backend needs
         """Periodic housekeeping of the backend's write-ahead log (SQLite)."""
 
+    def promote_inbox(self) -> int:
+        """Move journaled messages from a backend's inbox into messages; returns how many.
+        Backends that journal straight into messages (PostgreSQL) have nothing to move."""
+        return 0
+
+    def settle(self) -> None:  # noqa: B027 - a hook only backends with an inbox need
+        """Make every acknowledged message visible to the reads below (operators must see
+        a message the moment its ACK went out)."""
+
     def optimize(self) -> None:  # noqa: B027 - a hook only some backends need
         """Refresh the planner's statistics where the backend does not do it itself."""
 
@@ -213,6 +222,12 @@ class SqlStore(ABC):
                     batch_seen[key] = outcome
                 out.append(outcome)
         return out
+
+    def journal_nowait(self, records: Sequence[InboundRecord]) -> list[JournalOutcome] | None:
+        """journal(), but None at once instead of waiting when another writer holds the
+        write lock; None always where a commit costs network round trips (an event loop
+        calls this on its own thread only when that is cheaper than a thread hand-off)."""
+        return None
 
     def _insert_message(self, cur: Any, rec: InboundRecord, now: float) -> int:
         row = self._exec(
@@ -444,6 +459,7 @@ class SqlStore(ABC):
 
     # -- reads -----------------------------------------------------------------------
     def get_message(self, message_id: int) -> StoredMessage | None:
+        self.settle()
         rows = self._query(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
         return _message(rows[0]) if rows else None
 
@@ -453,6 +469,7 @@ class SqlStore(ABC):
                         until: float | None = None, before_id: int | None = None,
                         limit: int = 50) -> list[StoredMessage]:
         """Newest first, keyset-paginated by `before_id`; each filter has an index."""
+        self.settle()
         where: list[str] = []
         params: list[object] = []
         for column, value in (("channel", channel), ("status", status),
@@ -509,6 +526,8 @@ class SqlStore(ABC):
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def events_for(self, entity: str, entity_id: Any) -> list[Event]:
+        if entity == "message":
+            self.settle()
         rows = self._query("SELECT at, entity, entity_id, status, reason FROM events "
                            "WHERE entity = ? AND entity_id = ? ORDER BY id",
                            (entity, str(entity_id)))
@@ -517,6 +536,8 @@ class SqlStore(ABC):
     def count_by_status(self, table: str = "messages") -> dict[str, int]:
         if table not in ("messages", "charges", "deliveries"):
             raise ValueError(table)
+        if table == "messages":
+            self.settle()
         return {r[0]: r[1] for r in self._query(
             f"SELECT status, COUNT(*) FROM {table} GROUP BY status")}
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import StoreBusy
 from engine.store.base import _MESSAGE_COLUMNS, SqlStore, _message
 from engine.store.records import (
     ERROR,
@@ -19,8 +20,13 @@ from engine.store.records import (
     DeliveryRow,
     InboundRecord,
     JournalOutcome,
+    MessageOutcome,
     StoredMessage,
 )
+
+_LOCK_WAIT_SECONDS = 30
+_INBOX_COLUMNS = ("channel, transport, peer, sender, control_id, message_type, status, reason, "
+                  "received_at, raw, meta, content_hash")
 
 
 class SqliteStore(SqlStore):
@@ -40,14 +46,14 @@ class SqliteStore(SqlStore):
                                check_same_thread=False)
         _enable_wal(conn)
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
         conn.execute("PRAGMA foreign_keys=OFF")
         if self.fsync:
             # The journal writer must not pay for copying the WAL into the database (and
             # fsyncing it) inside a commit that senders wait on: checkpoint() does that,
             # from upkeep, and the processor's (non-fsync) connection checkpoints itself.
             conn.execute("PRAGMA wal_autocheckpoint=0")
-        return _AutoBegin(conn)  # type: ignore[return-value]
+        return _AutoBegin(conn, eager=self.fsync)  # type: ignore[return-value]
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking readers or writers."""
@@ -57,9 +63,10 @@ class SqliteStore(SqlStore):
         return sql
 
     def journal(self, records: Sequence[InboundRecord]) -> list[JournalOutcome]:
-        """SqlStore.journal's contract, in a handful of statements per group: one duplicate
-        lookup per sender, then the messages and their events with executemany. (The
-        group commit runs this on every ACK's path.)"""
+        """SqlStore.journal's contract, written to the inbox: one duplicate lookup per
+        sender in messages and in the inbox, then one executemany. The inbox has a single
+        small index, so this fsynced commit (the one every ACK waits on) writes a few pages;
+        promote_inbox later moves the rows, ids unchanged, into the indexed messages table."""
         now = time.time()
         wanted: dict[tuple[str, str, float], set[str]] = defaultdict(set)
         for rec in records:
@@ -71,11 +78,16 @@ class SqliteStore(SqlStore):
             originals: dict[tuple[str, str, str, str | None], tuple[int, str]] = {}
             for (channel, sender, window), control_ids in wanted.items():
                 ids = sorted(control_ids)
-                rows = cur.execute(
+                marks = ",".join("?" * len(ids))
+                rows = [*cur.execute(
                     "SELECT id, status, control_id, content_hash FROM messages WHERE "
-                    f"channel = ? AND sender = ? AND control_id IN ({','.join('?' * len(ids))})"
+                    f"channel = ? AND sender = ? AND control_id IN ({marks})"
                     " AND +received_at >= ? AND status <> ?",
-                    (channel, sender, *ids, now - window, ERROR)).fetchall()
+                    (channel, sender, *ids, now - window, ERROR)).fetchall(),
+                    *cur.execute(
+                    "SELECT id, status, control_id, content_hash FROM inbox WHERE "
+                    f"channel = ? AND sender = ? AND control_id IN ({marks})"
+                    " AND status <> ?", (channel, sender, *ids, ERROR)).fetchall()]
                 for message_id, status, control_id, digest in sorted(rows):  # first counts
                     originals.setdefault((channel, sender, control_id, digest),
                                          (message_id, status))
@@ -95,29 +107,81 @@ class SqliteStore(SqlStore):
                     first_in_batch[key] = i
                 inserts.append(i)
             if inserts:
+                first = _next_message_id(cur)
                 cur.executemany(
-                    "INSERT INTO messages (channel, transport, peer, sender, control_id, "
-                    "message_type, status, reason, received_at, updated_at, raw, meta, "
-                    "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r.channel, r.transport, r.peer, r.sender, r.control_id,
-                      r.message_type, r.status, r.reason, now, now, r.raw, json.dumps(r.meta),
+                    f"INSERT INTO inbox (id, {_INBOX_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(first + offset, r.channel, r.transport, r.peer, r.sender, r.control_id,
+                      r.message_type, r.status, r.reason, now, r.raw, json.dumps(r.meta),
                       digests[i])
-                     for i in inserts for r in (records[i],)])
-                # One writer inside BEGIN IMMEDIATE: AUTOINCREMENT ids are consecutive.
-                last = int(cur.execute("SELECT last_insert_rowid()").fetchone()[0])
-                first = last - len(inserts) + 1
+                     for offset, i in enumerate(inserts) for r in (records[i],)])
                 for offset, i in enumerate(inserts):
                     out[i] = JournalOutcome(first + offset, False, records[i].status)
-                cur.executemany(
-                    "INSERT INTO events (at, entity, entity_id, status, reason) "
-                    "VALUES (?, 'message', ?, ?, ?)",
-                    [(now, str(first + offset), records[i].status, records[i].reason)
-                     for offset, i in enumerate(inserts)])
             for i, original in later:
                 done = out[original]
                 assert done is not None
                 out[i] = JournalOutcome(done.message_id, True, done.status)
         return [o for o in out if o is not None]
+
+    def journal_nowait(self, records: Sequence[InboundRecord]) -> list[JournalOutcome] | None:
+        conn = self._conn()
+        conn.nowait = True
+        try:
+            return self.journal(records)
+        except StoreBusy:
+            return None
+        finally:
+            conn.nowait = False
+
+    def promote_inbox(self) -> int:
+        """Move every journaled message from the inbox into messages (same ids) with its
+        RECEIVED event, in one transaction without an fsync of its own: the rows are
+        already durable in the inbox, and the WAL keeps commits in order, so a crash
+        leaves each row either promoted or still in the inbox. Returns the rows moved."""
+        conn = self._conn()
+        if self.fsync:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as cur:
+                upto = cur.execute("SELECT MAX(id) FROM inbox").fetchone()[0]
+                if upto is None:
+                    return 0
+                moved = cur.execute(
+                    f"INSERT INTO messages (id, {_INBOX_COLUMNS}, updated_at) "
+                    f"SELECT id, {_INBOX_COLUMNS}, received_at FROM inbox WHERE id <= ? "
+                    "ORDER BY id", (upto,)).rowcount
+                cur.execute("INSERT INTO events (at, entity, entity_id, status, reason) "
+                            "SELECT received_at, 'message', CAST(id AS TEXT), status, reason "
+                            "FROM inbox WHERE id <= ? ORDER BY id", (upto,))
+                cur.execute("DELETE FROM inbox WHERE id <= ?", (upto,))
+                return int(moved)
+        finally:
+            if self.fsync:
+                conn.execute("PRAGMA synchronous=FULL")
+
+    def migrate(self) -> list[int]:
+        """Apply migrations, then promote what a previous run journaled but had not yet
+        moved out of the inbox."""
+        applied = super().migrate()
+        self.promote_inbox()
+        return applied
+
+    def complete_messages(self, outcomes: Sequence[MessageOutcome],
+                          owner: str | None = None) -> list[bool]:
+        """A leased message was promoted by its claim; one completed without a lease (say,
+        straight after its journal) may still be in the inbox."""
+        if owner is None and outcomes:
+            marks = ",".join("?" * len(outcomes))
+            if self._query(f"SELECT EXISTS (SELECT 1 FROM inbox WHERE id IN ({marks}))",
+                           [o.message_id for o in outcomes])[0][0]:
+                self.promote_inbox()
+        return super().complete_messages(outcomes, owner)
+
+    def settle(self) -> None:
+        """Promote the inbox if anything is waiting in it (a cheap read when it is empty,
+        as it is within milliseconds of a lull)."""
+        if self._query("SELECT EXISTS (SELECT 1 FROM inbox)")[0][0]:
+            self.promote_inbox()
 
     def optimize(self) -> None:
         """A bounded ANALYZE (each index sampled, milliseconds even on millions of rows):
@@ -128,6 +192,15 @@ class SqliteStore(SqlStore):
         conn.execute("ANALYZE")
 
     def claim_messages(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
+        """Messages still in the inbox are promoted first when the backlog in messages is
+        shorter than `limit`, so processing never waits on the journal writer's promotion
+        (nor on a writer that crashed before it)."""
+        claimed = self._claim(owner, limit, lease_seconds)
+        if len(claimed) < limit and self.promote_inbox():
+            claimed += self._claim(owner, limit - len(claimed), lease_seconds)
+        return claimed
+
+    def _claim(self, owner: str, limit: int, lease_seconds: float) -> list[StoredMessage]:
         now = time.time()
         with self.transaction() as cur:
             rows = cur.execute(
@@ -161,6 +234,16 @@ class SqliteStore(SqlStore):
                                    (name,)).fetchone()[0])
 
 
+def _next_message_id(cur: sqlite3.Cursor) -> int:
+    """The next message id: above every id in the inbox and every id messages ever used
+    (AUTOINCREMENT's sqlite_sequence remembers deleted ones), so ids are never reused."""
+    row = cur.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM inbox), 0), COALESCE((SELECT seq FROM "
+        "sqlite_sequence WHERE name = 'messages'), 0), COALESCE((SELECT MAX(id) FROM "
+        "messages), 0))").fetchone()
+    return int(row[0]) + 1
+
+
 def _enable_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
     """Switch to WAL. Changing the journal mode needs an exclusive lock and SQLite answers
     "database is locked" at once (no busy wait) while another process creates the same
@@ -181,18 +264,50 @@ class _AutoBegin:
     BEGIN IMMEDIATE: the write lock is taken up front, so two processes never
     deadlock upgrading a read transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, eager: bool = False) -> None:
         self._conn = conn
+        self.eager = eager
         self._open = False
         # Set for one transaction by SqlStore.transaction(read_only=True): a deferred BEGIN
         # reads a WAL snapshot without waiting for (or blocking) writers.
         self.deferred_begin = False
+        # Set by journal_nowait: raise StoreBusy instead of waiting for the write lock.
+        self.nowait = False
 
     def cursor(self) -> sqlite3.Cursor:
         if not self._open:
-            self._conn.execute("BEGIN" if self.deferred_begin else "BEGIN IMMEDIATE")
+            if self.deferred_begin:
+                self._conn.execute("BEGIN")
+            else:
+                self._begin_immediate()
             self._open = True
         return self._conn.cursor()
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock. SQLite's own busy handler sleeps 1, 2, 5, 10... ms between
+        tries, far longer than a journal commit holds the lock. An `eager` connection (the
+        journal's: every ACK waits on it) polls from 50 us, doubling to 1 ms, instead, so
+        it wins the lock from a waiting processor; `nowait` raises StoreBusy at once."""
+        conn = self._conn
+        if not (self.eager or self.nowait):
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            delay, deadline = 0.00005, time.monotonic() + _LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    if self.nowait:
+                        raise StoreBusy("the store's write lock is held") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.001)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
 
     def commit(self) -> None:
         if self._open:
