@@ -172,6 +172,9 @@ class ProcessingWorkers:
 def run_process_role(config: EngineConfig, node: str = "node-1") -> None:
     """Blocking: processor + delivery until SIGTERM/SIGINT."""
     _die_with_parent()
+    if os.environ.get("CHARGEBRIDGE_CHILD") and config.processing.nice:
+        # The child of `--role all` shares the cores with the listeners: ACKs go first.
+        os.nice(config.processing.nice)
     store = open_store(config.store.url, fsync=config.store.fsync,
                        base_dir=str(config.base_dir))
     process_store = open_store(config.store.url, fsync=False, base_dir=str(config.base_dir))

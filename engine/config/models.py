@@ -38,6 +38,12 @@ class HttpConfig(_Strict):
     max_body_bytes: int = Field(10 << 20, ge=1024, description="Largest accepted request body.")
 
 
+class ProcessingConfig(_Strict):
+    nice: int = Field(10, ge=0, le=19, description=(
+        "CPU priority (Unix nice) of the processor child under `--role all`: when the "
+        "cores are short, acknowledgements go first and processing catches up in lulls."))
+
+
 class ConnectorConfig(BaseModel):
     """`type:` plus that connector's own settings, checked by the connector's model."""
 
@@ -92,6 +98,7 @@ class EngineConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     out_dir: Path = Field(Path("var/out"), description="Base directory for output files.")
     scrub: dict[str, Any] = Field(default_factory=dict, description="Scrubber rule settings.")
     channels: list[ChannelConfig] = Field(default_factory=list)

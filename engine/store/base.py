@@ -57,6 +57,9 @@ class SqlStore(ABC):
 
     def __init__(self) -> None:
         self._local = threading.local()
+        # Set by the GroupCommitter: this store's writes are ones an ACK waits on, so a
+        # backend with a single write lock lets them go first.
+        self.journal_priority = False
 
     # -- backend hooks -------------------------------------------------------------
     @abstractmethod

@@ -45,6 +45,7 @@ class GroupCommitter:
     def __init__(self, store: SqlStore, max_batch: int = 512, promote_after: int = 256,
                  promote_idle_seconds: float = 0.002) -> None:
         self.store = store
+        store.journal_priority = True
         self.max_batch = max_batch
         self.promote_after = promote_after
         self.promote_idle_seconds = promote_idle_seconds

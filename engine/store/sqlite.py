@@ -53,7 +53,7 @@ class SqliteStore(SqlStore):
             # fsyncing it) inside a commit that senders wait on: checkpoint() does that,
             # from upkeep, and the processor's (non-fsync) connection checkpoints itself.
             conn.execute("PRAGMA wal_autocheckpoint=0")
-        return _AutoBegin(conn, eager=self.fsync)  # type: ignore[return-value]
+        return _AutoBegin(conn, self)  # type: ignore[return-value]
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database without blocking readers or writers."""
@@ -264,9 +264,9 @@ class _AutoBegin:
     BEGIN IMMEDIATE: the write lock is taken up front, so two processes never
     deadlock upgrading a read transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, eager: bool = False) -> None:
+    def __init__(self, conn: sqlite3.Connection, store: SqliteStore) -> None:
         self._conn = conn
-        self.eager = eager
+        self._store = store
         self._open = False
         # Set for one transaction by SqlStore.transaction(read_only=True): a deferred BEGIN
         # reads a WAL snapshot without waiting for (or blocking) writers.
@@ -285,11 +285,11 @@ class _AutoBegin:
 
     def _begin_immediate(self) -> None:
         """Take the write lock. SQLite's own busy handler sleeps 1, 2, 5, 10... ms between
-        tries, far longer than a journal commit holds the lock. An `eager` connection (the
-        journal's: every ACK waits on it) polls from 50 us, doubling to 1 ms, instead, so
-        it wins the lock from a waiting processor; `nowait` raises StoreBusy at once."""
+        tries, far longer than a journal commit holds the lock. The journal's store (every
+        ACK waits on it: `journal_priority`) polls from 50 us, doubling to 1 ms, instead,
+        so it wins the lock from a waiting processor; `nowait` raises StoreBusy at once."""
         conn = self._conn
-        if not (self.eager or self.nowait):
+        if not (self._store.journal_priority or self.nowait):
             conn.execute("BEGIN IMMEDIATE")
             return
         conn.execute("PRAGMA busy_timeout=0")

@@ -42,3 +42,23 @@ class TestProcessorSupervision:
             assert any(e.get("event") == "processor.exited" for e in engine.log_events())
         finally:
             assert engine.stop() == 0
+
+    def test_processor_runs_at_the_configured_lower_priority(self, tmp_path: Path) -> None:
+        """ACKs go first when the cores are short: the child's nice value is the config's,
+        the listening process keeps its own."""
+        config = engine_config(tmp_path)
+        config["processing"] = {"nice": 7}
+        engine = EngineProcess(tmp_path, config).start()
+        try:
+            assert engine.http_port is not None and engine.proc is not None
+            child = wait_for(lambda: _process_pid(engine.http_port), what="processor heartbeat")
+            assert _nice(child) == _nice(os.getpid()) + 7
+            assert _nice(engine.proc.pid) == _nice(os.getpid())
+        finally:
+            assert engine.stop() == 0
+
+
+def _nice(pid: int) -> int:
+    # /proc/PID/stat: field 19 is the nice value (after the parenthesised command name).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
