@@ -8,6 +8,8 @@ authentication as the API (a bearer token for Prometheus); it carries no PHI.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -27,18 +29,21 @@ class Histogram:
         self._series: dict[str, tuple[list[int], list[float]]] = {}
 
     def observe(self, label_value: str, seconds: float) -> None:
+        # One count in the first bucket that holds the value (the ACK path calls this per
+        # message); snapshot() makes them cumulative.
+        slot = bisect.bisect_left(self.buckets, seconds)
         with self._lock:
-            counts, total = self._series.setdefault(
-                label_value, ([0] * (len(self.buckets) + 1), [0.0]))
-            for i, bound in enumerate(self.buckets):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
-            total[0] += seconds
+            series = self._series.get(label_value)
+            if series is None:
+                series = self._series[label_value] = ([0] * (len(self.buckets) + 1), [0.0])
+            series[0][slot] += 1
+            series[1][0] += seconds
 
     def snapshot(self) -> dict[str, tuple[list[int], float]]:
+        """Per label: cumulative counts (bucket by bucket, then +Inf) and the sum."""
         with self._lock:
-            return {k: (list(c), t[0]) for k, (c, t) in self._series.items()}
+            return {k: (list(itertools.accumulate(c)), t[0])
+                    for k, (c, t) in self._series.items()}
 
     def render(self) -> list[str]:
         return render_histogram(self.name, self.help, self.label, self.buckets,

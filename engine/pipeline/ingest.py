@@ -54,10 +54,11 @@ class ChannelIngest:
             if not raw.strip():
                 raise HL7ReadError("empty message", "MSH")
             msg = parse(raw)
-            record.control_id = msg.control_id
+            msh = msg.msh
+            record.control_id = msh.get(10)
             record.message_type = msg.message_type
-            record.sender = f"{msg.sending_application or ''}^{msg.sending_facility or ''}"
-            problem = self._header_problem(msg)
+            record.sender = f"{msh.get(3) or ''}^{msh.get(4) or ''}"
+            problem = self._header_problem(record, msh.get(9, 1))
             if problem is None and self.channel.strict_validation:
                 # hl7apy takes milliseconds per message: keep it off the event loop.
                 strict = await asyncio.to_thread(strict_problem, raw)
@@ -93,21 +94,24 @@ class ChannelIngest:
                             record.status, reply, code in ("AA", "CA"),
                             record.reason or "")
 
-    def _header_problem(self, msg: Message) -> tuple[str, AckError] | None:
-        if not msg.message_type or not msg.get("MSH-9.1"):
+    def _header_problem(self, record: InboundRecord, event_code: str | None
+                        ) -> tuple[str, AckError] | None:
+        """What the header alone says is wrong; `event_code` is MSH-9.1."""
+        message_type = record.message_type
+        if not message_type or not event_code:
             return ("AE", AckError("MSH", 1, 9, 101, "required field MSH-9 (message type) "
                                                      "is missing"))
-        if not msg.control_id:
+        if not record.control_id:
             return ("AE", AckError("MSH", 1, 10, 101, "required field MSH-10 (message "
                                                       "control id) is missing"))
-        if msg.message_type.upper() not in self.accept:
-            return ("AR", AckError("MSH", 1, 9, 200, f"message type {msg.message_type} is "
+        if message_type not in self.accept and message_type.upper() not in self.accept:
+            return ("AR", AckError("MSH", 1, 9, 200, f"message type {message_type} is "
                                    f"not accepted by channel {self.channel.name}"))
         return None
 
     def _reply(self, msg: Message | None, raw: bytes, code: str, text: str,
                error: AckError | None) -> bytes | None:
-        mode = (msg.get("MSH-15") or "").upper() if msg is not None else ""
+        mode = (msg.msh.get(15) or "").upper() if msg is not None else ""
         if mode:
             ack_code = _ENHANCED[code]
             ok = code == "AA"

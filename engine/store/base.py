@@ -135,8 +135,9 @@ class SqlStore(ABC):
     def checkpoint(self) -> None:  # noqa: B027 - a hook only the SQLite backend needs
         """Periodic housekeeping of the backend's write-ahead log (SQLite)."""
 
-    def promote_inbox(self) -> int:
-        """Move journaled messages from a backend's inbox into messages; returns how many.
+    def promote_inbox(self, limit: int | None = None) -> int:
+        """Move journaled messages (the oldest `limit`, or all) from a backend's inbox into
+        messages; returns how many.
         Backends that journal straight into messages (PostgreSQL) have nothing to move."""
         return 0
 

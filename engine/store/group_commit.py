@@ -43,12 +43,13 @@ class GroupCommitter:
     """Owns the journal writer thread for one store."""
 
     def __init__(self, store: SqlStore, max_batch: int = 512, promote_after: int = 256,
-                 promote_idle_seconds: float = 0.002) -> None:
+                 promote_idle_seconds: float = 0.002, promote_chunk: int = 64) -> None:
         self.store = store
         store.journal_priority = True
         self.max_batch = max_batch
         self.promote_after = promote_after
         self.promote_idle_seconds = promote_idle_seconds
+        self.promote_chunk = promote_chunk
         self._unpromoted = 0
         self._busy = False  # the writer thread is journaling or promoting
         self._batchers: dict[asyncio.AbstractEventLoop, _LoopBatcher] = {}
@@ -173,8 +174,12 @@ class GroupCommitter:
         return exc
 
     def _promote(self) -> None:
+        """Promote in chunks, releasing the write lock between them, and stop as soon as
+        records wait to be journaled: a chunk is the longest an ACK waits for promotion."""
         try:
-            self.store.promote_inbox()
+            while self.store.promote_inbox(self.promote_chunk) == self.promote_chunk:
+                if not self._queue.empty():
+                    return  # the rest after this commit (_unpromoted stays set)
         except Exception as exc:
             # Rows stay in the inbox (durable, readable); the next try or a claim moves them.
             log.warning("store.promote_failed", error=type(exc).__name__)

@@ -79,15 +79,14 @@ class SqliteStore(SqlStore):
             for (channel, sender, window), control_ids in wanted.items():
                 ids = sorted(control_ids)
                 marks = ",".join("?" * len(ids))
-                rows = [*cur.execute(
+                rows = cur.execute(
                     "SELECT id, status, control_id, content_hash FROM messages WHERE "
                     f"channel = ? AND sender = ? AND control_id IN ({marks})"
-                    " AND +received_at >= ? AND status <> ?",
-                    (channel, sender, *ids, now - window, ERROR)).fetchall(),
-                    *cur.execute(
+                    " AND +received_at >= ? AND status <> ? UNION ALL "
                     "SELECT id, status, control_id, content_hash FROM inbox WHERE "
-                    f"channel = ? AND sender = ? AND control_id IN ({marks})"
-                    " AND status <> ?", (channel, sender, *ids, ERROR)).fetchall()]
+                    f"channel = ? AND sender = ? AND control_id IN ({marks}) AND status <> ?",
+                    (channel, sender, *ids, now - window, ERROR,
+                     channel, sender, *ids, ERROR)).fetchall()
                 for message_id, status, control_id, digest in sorted(rows):  # first counts
                     originals.setdefault((channel, sender, control_id, digest),
                                          (message_id, status))
@@ -112,7 +111,8 @@ class SqliteStore(SqlStore):
                     f"INSERT INTO inbox (id, {_INBOX_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(first + offset, r.channel, r.transport, r.peer, r.sender, r.control_id,
-                      r.message_type, r.status, r.reason, now, r.raw, json.dumps(r.meta),
+                      r.message_type, r.status, r.reason, now, r.raw,
+                      json.dumps(r.meta) if r.meta else "{}",
                       digests[i])
                      for offset, i in enumerate(inserts) for r in (records[i],)])
                 for offset, i in enumerate(inserts):
@@ -133,17 +133,22 @@ class SqliteStore(SqlStore):
         finally:
             conn.nowait = False
 
-    def promote_inbox(self) -> int:
-        """Move every journaled message from the inbox into messages (same ids) with its
-        RECEIVED event, in one transaction without an fsync of its own: the rows are
-        already durable in the inbox, and the WAL keeps commits in order, so a crash
-        leaves each row either promoted or still in the inbox. Returns the rows moved."""
+    def promote_inbox(self, limit: int | None = None) -> int:
+        """Move journaled messages (the oldest `limit`, or all) from the inbox into
+        messages, same ids, with their RECEIVED events, in one transaction without an fsync
+        of its own: the rows are already durable in the inbox, and the WAL keeps commits in
+        order, so a crash leaves each row either promoted or still in the inbox. Returns
+        the rows moved."""
         conn = self._conn()
         if self.fsync:
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.transaction() as cur:
-                upto = cur.execute("SELECT MAX(id) FROM inbox").fetchone()[0]
+                if limit is None:
+                    upto = cur.execute("SELECT MAX(id) FROM inbox").fetchone()[0]
+                else:
+                    upto = cur.execute("SELECT MAX(id) FROM (SELECT id FROM inbox ORDER BY id "
+                                       "LIMIT ?)", (limit,)).fetchone()[0]
                 if upto is None:
                     return 0
                 moved = cur.execute(
@@ -196,7 +201,7 @@ class SqliteStore(SqlStore):
         shorter than `limit`, so processing never waits on the journal writer's promotion
         (nor on a writer that crashed before it)."""
         claimed = self._claim(owner, limit, lease_seconds)
-        if len(claimed) < limit and self.promote_inbox():
+        if len(claimed) < limit and self.promote_inbox(limit):
             claimed += self._claim(owner, limit - len(claimed), lease_seconds)
         return claimed
 
@@ -267,6 +272,7 @@ class _AutoBegin:
     def __init__(self, conn: sqlite3.Connection, store: SqliteStore) -> None:
         self._conn = conn
         self._store = store
+        self._timeout_ms = _LOCK_WAIT_SECONDS * 1000  # as _connect set it
         self._open = False
         # Set for one transaction by SqlStore.transaction(read_only=True): a deferred BEGIN
         # reads a WAL snapshot without waiting for (or blocking) writers.
@@ -277,6 +283,7 @@ class _AutoBegin:
     def cursor(self) -> sqlite3.Cursor:
         if not self._open:
             if self.deferred_begin:
+                self._busy_timeout(_LOCK_WAIT_SECONDS * 1000)
                 self._conn.execute("BEGIN")
             else:
                 self._begin_immediate()
@@ -289,25 +296,30 @@ class _AutoBegin:
         ACK waits on it: `journal_priority`) polls from 50 us, doubling to 1 ms, instead,
         so it wins the lock from a waiting processor; `nowait` raises StoreBusy at once."""
         conn = self._conn
-        if not (self._store.journal_priority or self.nowait):
+        polling = self._store.journal_priority or self.nowait
+        # The handler is switched off only while polling, and left so for the next
+        # transaction on this connection (one statement saved per commit on the hot path).
+        self._busy_timeout(0 if polling else _LOCK_WAIT_SECONDS * 1000)
+        if not polling:
             conn.execute("BEGIN IMMEDIATE")
             return
-        conn.execute("PRAGMA busy_timeout=0")
-        try:
-            delay, deadline = 0.00005, time.monotonic() + _LOCK_WAIT_SECONDS
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    if self.nowait:
-                        raise StoreBusy("the store's write lock is held") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.001)
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
+        delay, deadline = 0.00005, time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                if self.nowait:
+                    raise StoreBusy("the store's write lock is held") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.001)
+
+    def _busy_timeout(self, ms: int) -> None:
+        if self._timeout_ms != ms:
+            self._conn.execute(f"PRAGMA busy_timeout={ms}")
+            self._timeout_ms = ms
 
     def commit(self) -> None:
         if self._open:

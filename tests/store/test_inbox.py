@@ -44,6 +44,13 @@ class TestInbox:
         assert [e.status for e in store.events_for("message", ids[0])] == [RECEIVED]
         assert store.get_message(ids[1]).raw == b"MSH|^~\\&|EHR|FAC\r"  # type: ignore[union-attr]
 
+    def test_promotion_in_chunks_moves_the_oldest_first(self, tmp_path: Path) -> None:
+        store = _store(tmp_path)
+        ids = [o.message_id for o in store.journal([_record(f"M{i}") for i in range(5)])]
+        assert store.promote_inbox(limit=2) == 2
+        assert _rows(tmp_path, "messages") == ids[:2] and _rows(tmp_path, "inbox") == ids[2:]
+        assert store.promote_inbox(limit=10) == 3
+
     def test_a_resend_is_a_duplicate_whether_or_not_its_original_was_promoted(
             self, tmp_path: Path) -> None:
         store = _store(tmp_path)
