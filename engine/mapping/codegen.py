@@ -46,6 +46,8 @@ _LIST_CELL = re.compile(r"[\s;,]+")
 _INLINE_STEPS = {NORMALIZERS["trim"]: "strip", NORMALIZERS["upper"]: "upper",
                  NORMALIZERS["lower"]: "lower"}
 _NONE: list[Any] = []
+# The findings of a message whose fields found nothing: only ever copied, never changed.
+_NO_FINDINGS: list[Any] = []
 # Normalizers that keep text text: a lookup after them can strip the key inline.
 _TEXT_STEPS = {*_INLINE_STEPS, NORMALIZERS["strip_leading_zeros"]}
 _serial = itertools.count()
@@ -176,7 +178,7 @@ class _Generator:
         if ctx.kind == "msg":
             self.w.emit(f"{name} = _bn.get({seg_name}, _NONE)")
         else:
-            self.w.emit(f"{name} = _own.get({seg_name}) or _bn.get({seg_name}, _NONE)")
+            self.w.emit(f"{name} = {self._own()}.get({seg_name}) or _bn.get({seg_name}, _NONE)")
         self.w.remember(key, name)
         return name
 
@@ -195,8 +197,7 @@ class _Generator:
             # A record's segment, or a line's own `iterate` segment (its anchor: the group
             # starts with it), is there: no list to look in.
             first = owner.item_var if owner.kind == "item" else "_anchor"
-            self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None else "
-                        f"{first}._split()")
+            self._split(first, seg, fields)
             self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
         else:
             segs = self._segments(owner, seg)
@@ -204,14 +205,25 @@ class _Generator:
             self.w.emit(f"{first} = {segs}[0] if {segs} else None")
             self.w.emit(f"if {first} is not None:")
             with self.w.block():
-                self.w.emit(f"{fields} = {first}._fields if {first}._fields is not None "
-                            f"else {first}._split()")
+                self._split(first, seg, fields)
                 self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
             self.w.emit("else:")
             with self.w.block():
                 self.w.emit(f"{fields}, {dirty} = _NONE, False")
         self.w.remember(key, f"{first},{fields},{dirty}")
         return first, fields, dirty
+
+    def _split(self, segment: str, name: str, fields: str) -> None:
+        """`fields` = the segment's fields, split on first use as Segment._split does
+        (written out but for MSH, whose separator is MSH-1)."""
+        w = self.w
+        w.emit(f"{fields} = {segment}._fields")
+        w.emit(f"if {fields} is None:")
+        with w.block():
+            if name == "MSH":
+                w.emit(f"{fields} = {segment}._split()")
+            else:
+                w.emit(f"{fields} = {segment}._fields = {segment}.raw.split(_FS)")
 
     def _dirty_test(self, segment: str, name: str, fields: str) -> str:
         """Source telling whether the segment's values may need `_finish_value`. MSH-2
@@ -329,13 +341,23 @@ class _Generator:
                         w.emit("continue")
                 w.emit(f"{out}.append(_rv)")
 
+    def _own(self) -> str:
+        """`_own`, the line's group indexed by segment name, made on first use."""
+        self.w.emit("if _own is None:")
+        with self.w.block():
+            self.w.emit("_own = _by_name(_group)")
+        return "_own"
+
     def _line(self) -> str:
-        """`line`, the Line closures take; within a line it is made on first use."""
-        if self.in_line:
-            self.w.emit("if line is None:")
-            with self.w.block():
+        """`line`, the Line closures take (the message's, or within a line the line's),
+        made on first use."""
+        self.w.emit("if line is None:")
+        with self.w.block():
+            if self.in_line:
                 self.w.emit(f"line = _new_line(data, {'ns' if self.eager_ns else 'None'}, "
                             "static_findings)")
+            else:
+                self.w.emit("line = _Line({}, base_ns, False)")
         return "line"
 
     def _obj(self, ctx: _Ctx) -> str:
@@ -344,7 +366,7 @@ class _Generator:
         if ctx.kind == "line":
             self.w.emit("if ls is None:")
             with self.w.block():
-                self.w.emit("ls = _line_source(_own, msg)")
+                self.w.emit(f"ls = _line_source({self._own()}, msg)")
         elif ctx.kind == "item":
             assert ctx.parent is not None
             parent = self._obj(ctx.parent)
@@ -854,7 +876,8 @@ class _Generator:
         if ctx.kind == "msg":
             w.emit(f"{segs} = _bn.get({segment_name}, _NONE)")
         elif ctx.kind == "line":
-            w.emit(f"{segs} = _own.get({segment_name}) or _bn.get({segment_name}, _NONE)")
+            w.emit(f"{segs} = {self._own()}.get({segment_name}) or "
+                   f"_bn.get({segment_name}, _NONE)")
         else:
             w.emit(f"{segs} = {self._obj(ctx)}.segments({segment_name})")
         if parts.order is not None:
@@ -930,8 +953,8 @@ class _Generator:
             raise _Unsupported("a field without parts")
         w.lines.append("def apply_fast(msg, channel):")
         w.emit("_enc = msg.encoding")
-        w.emit("_R, _C, _S, _E = _enc.repetition, _enc.component, _enc.subcomponent, "
-               "_enc.escape")
+        w.emit("_FS, _R, _C, _S, _E = _enc.field, _enc.repetition, _enc.component, "
+               "_enc.subcomponent, _enc.escape")
         w.emit("if not (_R and _C and _S and _E):")
         with w.block():
             # A message declaring fewer encoding characters takes the reference path.
@@ -950,7 +973,7 @@ class _Generator:
         w.emit(f"base_ns = {{'hl7': msg.get, 'control_id': control_id, 'message_type': "
                f"(f'{{{event}}}^{{{trigger}}}' if {trigger} else {event}) "
                f"if {event} is not None else None}}")
-        w.emit("line = _Line({}, base_ns, False)")
+        w.emit("line = None")
         for plan in m.static_vars:
             value = self.value(msg_ctx, plan.parts)
             w.emit(f"base_ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
@@ -968,7 +991,7 @@ class _Generator:
             value = self.value(msg_ctx, plan.parts)
             self._store("template", plan, value)
         self._build_shared()
-        w.emit("static_findings = line.findings")
+        w.emit("static_findings = line.findings if line is not None else _NO_FINDINGS")
         w.emit("charges = []")
         w.emit("dropped = []")
         w.emit("seen_ids = set()")
@@ -976,7 +999,7 @@ class _Generator:
                "'mapping': NAME, 'mapping_version': VERSION, 'mapping_hash': HASH}")
         # make_charge_id(channel, control_id or input, line_id), its hash started per message.
         w.emit("id_prefix = _sha256(f'{channel}\\x1f{control_id or INPUT}\\x1f'.encode())")
-        w.emit("for index, (_anchor, _own) in enumerate(groups, 1):")
+        w.emit("for index, _group in enumerate(groups, 1):")
         with w.block():
             self.in_line = True
             self._line_body()
@@ -998,6 +1021,7 @@ class _Generator:
             "_get_item": get_item, "_DATES": _DATES, "_MONEY": _MONEY,
             "_DECIMALS": _DECIMALS, "_remember": _remember,
             "_expression_failed": expression_failed, "_new_line": _new_line,
+            "_by_name": _by_name, "_NO_FINDINGS": _NO_FINDINGS,
         }
         code = compile(source, f"<mapping {m.name} {m.file_hash}>", "exec")
         exec(code, namespace)  # generated from the compiled spec: no mapping text in it
@@ -1017,26 +1041,20 @@ class _Generator:
                 self._assemble_items(item, key, need_code=False)
 
     def _groups(self) -> None:
-        """`groups`: (anchor, its group's segments by name) per `iterate` segment, as
-        Message.groups(ITERATE) splits them, in one pass over the message."""
+        """`groups`: the segments of each `iterate` group, as Message.groups(ITERATE)
+        splits them, in one pass over the message."""
         w = self.w
         w.emit("groups = []")
-        w.emit("_own = None")
+        w.emit("_group = None")
         w.emit("for _seg in msg._segments:")
         with w.block():
             w.emit("if _seg.name == ITERATE:")
             with w.block():
-                w.emit("_own = {ITERATE: [_seg]}")
-                w.emit("groups.append((_seg, _own))")
-            w.emit("elif _own is not None:")
+                w.emit("_group = [_seg]")
+                w.emit("groups.append(_group)")
+            w.emit("elif _group is not None:")
             with w.block():
-                w.emit("_found = _own.get(_seg.name)")
-                w.emit("if _found is None:")
-                with w.block():
-                    w.emit("_own[_seg.name] = [_seg]")
-                w.emit("else:")
-                with w.block():
-                    w.emit("_found.append(_seg)")
+                w.emit("_group.append(_seg)")
 
     def _literal(self, value: Any, given: dict[str, str] | None = None) -> str:
         """Source making a fresh copy of a skeleton dict: nested dicts and (empty) lists
@@ -1084,7 +1102,8 @@ class _Generator:
 
     def _line_body(self) -> None:
         m, w = self.m, self.w
-        w.emit("ls = None")
+        w.emit("_anchor = _group[0]")
+        w.emit("_own = ls = None")
         line_ctx = self.line_ctx
         if m.iterate == "MSH":
             w.emit("_set_id = _anchor.get(1)")
@@ -1512,6 +1531,18 @@ def _new_line(data: dict[str, Any], ns: dict[str, Any] | None,
     if static_findings:
         line.findings.extend(static_findings)
     return line
+
+
+def _by_name(segments: list[Any]) -> dict[str, list[Any]]:
+    """A group's segments by name, in order (what LineSource indexes)."""
+    own: dict[str, list[Any]] = {}
+    for seg in segments:
+        found = own.get(seg.name)
+        if found is None:
+            own[seg.name] = [seg]
+        else:
+            found.append(seg)
+    return own
 
 
 def _line_source(own: dict[str, list[Any]], msg: Any) -> LineSource:
