@@ -49,6 +49,8 @@ class MappingRegistry:
     def __init__(self, paths: Iterable[str | Path] = ()) -> None:
         """Load every mapping; raise ConfigError with the problems of all that fail."""
         self._entries: dict[Path, _Entry] = {}
+        # get() runs per message; resolving a path is a few syscalls, so remember it.
+        self._resolved: dict[str | Path, Path] = {}
         self._lock = threading.Lock()
         problems: list[str] = []
         for path in paths:
@@ -66,7 +68,10 @@ class MappingRegistry:
 
     def get(self, name_or_path: str | Path) -> CompiledMapping:
         """The running mapping for a file path (loaded on first use) or a mapping name."""
-        entry = self._entries.get(Path(name_or_path).resolve())
+        key = self._resolved.get(name_or_path)
+        if key is None:
+            key = self._resolved[name_or_path] = Path(name_or_path).resolve()
+        entry = self._entries.get(key)
         if entry is not None:
             return entry.mapping
         if isinstance(name_or_path, str):

@@ -145,10 +145,14 @@ class Processor:
         since = time.time() - self.scrubber.duplicate_window_seconds
 
         pending_keys = self._pending_keys
+        # One query for the message's charges; earlier messages of this batch are not
+        # committed yet, so their keys come from pending_keys.
+        seen_before = self.store.existing_duplicates(
+            sorted({self.scrubber.duplicate_key(c) for c, _ in mapped
+                    if c.transaction_type != "credit"}), stored.id, since)
 
         def is_duplicate(key: str) -> bool:
-            # Charges of earlier messages in this batch are not committed yet.
-            return key in pending_keys or self.store.duplicate_exists(key, stored.id, since)
+            return key in pending_keys or key in seen_before
 
         scrub_findings = self.scrubber.scrub([c for c, _ in mapped], is_duplicate=is_duplicate)
         records = []

@@ -342,6 +342,16 @@ class TestCompleteMessage:
         assert not store.duplicate_exists("dup-ch_a", second, time.time() + 60)
         assert not store.duplicate_exists("dup-other", second, since)
 
+    def test_existing_duplicates_answers_for_several_keys_at_once(self, store: SqlStore
+                                                                   ) -> None:
+        first, second = _journal(store, 2)
+        store.complete_message(_outcome(first, _queued("ch_a"), _queued("ch_b")))
+        since = time.time() - 60
+        keys = ["dup-ch_a", "dup-ch_b", "dup-other"]
+        assert store.existing_duplicates(keys, second, since) == {"dup-ch_a", "dup-ch_b"}
+        assert store.existing_duplicates(keys, first, since) == set()
+        assert store.existing_duplicates([], second, since) == set()
+
 
 class TestDeliveries:
     def _queue(self, store: SqlStore, *charge_ids: str, destinations: tuple[str, ...] = ("d1",)

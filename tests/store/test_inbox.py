@@ -133,14 +133,15 @@ class TestLoopBatching:
             while time.monotonic() - started < 0.3:
                 await asyncio.sleep(0.01)
                 ticks += 1
-            assert not journal.done()  # still waiting for the lock: no ACK yet
+            assert not journal.done(), "journaled while another process held the write lock"
             holder.execute("COMMIT")
             return (await journal).message_id, ticks
 
         message_id, ticks = asyncio.run(scenario())
         committer.close()
         holder.close()
-        assert ticks >= 10  # the loop ran while the record waited
+        # The loop ran while the record waited (30 ticks on an idle machine).
+        assert ticks >= 5, f"the event loop ticked only {ticks} times in 0.3 s"
         assert store.get_message(message_id) is not None
 
 
