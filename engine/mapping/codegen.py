@@ -300,8 +300,16 @@ class _Generator:
             self.w.remember(raw_key, raw)
         return first, raw, dirty
 
-    def _all(self, ctx: _Ctx, path: Path, out: str) -> None:
-        """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline."""
+    @staticmethod
+    def _inline_items(path: Path) -> bool:
+        """Whether the values of the path are read inline: `SEG-n[*].c` in a loop of its
+        own, a single repetition as one value (both on the first segment)."""
+        return path.seg_index == 0 and not (path.seg == "MSH" and path.field <= 2)
+
+    def _all(self, ctx: _Ctx, path: Path, out: str,
+             take: Callable[[], None] | None = None) -> None:
+        """`out = path.all(scope)`: for `SEG-n[*].c` on the first segment, written inline;
+        there `take` may write what becomes of each value (`_rv`) instead of appending it."""
         w = self.w
         if path.seg_index != 0 or (path.seg == "MSH" and path.field <= 2):
             w.emit(f"{out} = {w.bind(path, 'p')}.all({self._obj(ctx)})")
@@ -339,7 +347,10 @@ class _Generator:
                     w.emit("else:")
                     with w.block():
                         w.emit("continue")
-                w.emit(f"{out}.append(_rv)")
+                if take is None:
+                    w.emit(f"{out}.append(_rv)")
+                else:
+                    take()
 
     def _own(self) -> str:
         """`_own`, the line's group indexed by segment name, made on first use."""
@@ -741,14 +752,22 @@ class _Generator:
         """compiler `_field_getter.get`: any field with a fallback, or a list field. The
         fallback (or default) applies when the value ends up empty (None, '', no items)."""
         w = self.w
-        source, kind, many = self._source(ctx, parts)
-        out = w.var()
-        w.emit(f"{out} = {source}")
-        if parts.is_list:
+        if parts.is_list and parts.read is not None and len(parts.paths) == 1 \
+                and self._inline_items(parts.paths[0]):
+            out = self._read_items(ctx, parts)
+            kind = self.kinds[out]
+            empty = f"not {out}"  # no items
+        elif parts.is_list:
+            source, kind, many = self._source(ctx, parts)
+            out = w.var()
+            w.emit(f"{out} = {source}")
             # The items (none empty), or what the source held when it was empty or STOP.
             kind = self._items(out, parts, kind, many) | (kind & {"stop"})
             empty = f"not {out}"  # no items
         else:
+            source, kind, many = self._source(ctx, parts)
+            out = w.var()
+            w.emit(f"{out} = {source}")
             kind = self._scalar(out, parts, kind)
             empty = _empty_test(out, kind)
             kind -= {"none", "str"}
@@ -809,6 +828,60 @@ class _Generator:
             w.depth -= 1
         return after | (kind & {"stop", "none", "str"})
 
+    def _read_items(self, ctx: _Ctx, parts: FieldParts,
+                    record: Callable[[str], str] | None = None) -> str:
+        """A list field read from one `[*]` path: each value processed (and with `record`,
+        made into a record) as it is read, the empty ones left out. Returns the variable
+        with the list; its kind says what the items are."""
+        out = self.w.var()
+        after: Kind = frozenset()
+
+        def take() -> None:
+            nonlocal after
+            after = self._one("_rv", parts, frozenset({"text"}))
+            self._append_item(out, "_rv", after, record)
+
+        path = parts.paths[0]
+        if path.rep == ALL:
+            self._all(ctx, path, out, take)
+        else:
+            # `all` of one repetition is its first value, if any.
+            value = self._path_value(ctx, path)
+            self.w.emit(f"{out} = []")
+            self.w.emit(f"if {value} is not None:")
+            with self.w.block():
+                self.w.emit(f"_rv = {value}")
+                take()
+        texts = record is None and after - {"stop", "none", "str", "texts"} <= {"text"}
+        self.kinds[out] = frozenset({"texts" if texts else "list"})
+        return out
+
+    def _append_item(self, items: str, var: str, kind: Kind,
+                     record: Callable[[str], str] | None = None) -> None:
+        """compiler `get` for a list field: a list result adds its non-empty items, any
+        other result itself unless empty or STOP."""
+        w = self.w
+        if kind & LISTS:
+            w.emit(f"if isinstance({var}, list):")
+            with w.block():
+                if record is not None:
+                    w.emit(f"for _r in {var}:")
+                    with w.block():
+                        w.emit("if _r is not None and _r != '':")
+                        with w.block():
+                            w.emit(f"{items}.append({record('_r')})")
+                elif "list" in kind:
+                    w.emit(f"{items} += [_r for _r in {var} if _r is not None and _r != '']")
+                else:
+                    w.emit(f"{items} += {var}  # texts, none empty")
+            if not kind - LISTS - {"none", "stop"}:
+                return  # no other value is ever taken
+            w.emit(f"elif {var} is not None and {var} is not STOP and {var} != '':")
+        else:
+            w.emit(f"if {_present_test(var, kind) or 'True'}:")
+        with w.block():
+            w.emit(f"{items}.append({record(var) if record is not None else var})")
+
     def _items(self, out: str, parts: FieldParts, kind: Kind, many: bool) -> Kind:
         """The values of a list field, each processed, the empty ones left out (an empty
         list then means: use the fallback). Returns what the list may be."""
@@ -823,19 +896,7 @@ class _Generator:
             with w.block():
                 item = frozenset({"text"}) if many else ANY - {"stop"}
                 after = self._one("_item", parts, item)
-                if after & LISTS:
-                    w.emit("if isinstance(_item, list):")
-                    with w.block():
-                        if "list" in after:
-                            w.emit(f"{items} += [_r for _r in _item if _r is not None "
-                                   "and _r != '']")
-                        else:
-                            w.emit(f"{items} += _item  # texts, none empty")
-                    w.emit("elif _item is not None and _item is not STOP and _item != '':")
-                else:
-                    w.emit(f"if {_present_test('_item', after) or 'True'}:")
-                with w.block():
-                    w.emit(f"{items}.append(_item)")
+                self._append_item(items, "_item", after)
             w.emit(f"{out} = {items}")
         texts = after - {"stop", "none", "str", "texts"} <= {"text"}
         return frozenset({"texts" if texts else "list"})
@@ -843,16 +904,30 @@ class _Generator:
     def _values(self, ctx: _Ctx, parts: FieldParts) -> str:
         """compiler `records` from a plain list: one record per value (diagnosis codes)."""
         assert parts.inner is not None and parts.skeleton is not None
-        values = self.value(ctx, parts.inner)
-        w = self.w
-        out = w.var()
-        stop = f" and {values} is not STOP" if "stop" in self.kinds.get(values, ANY) else ""
-        w.emit(f"if {values}{stop}:")
-        with w.block():
-            record = self._literal(parts.skeleton(), {parts.key: "_value"})
-            w.emit(f"{out} = [{record} for _value in {values}]")
+        inner, w = parts.inner, self.w
+        skeleton = parts.skeleton()
+
+        def record(value: str) -> str:
+            return self._literal(skeleton, {parts.key: value})
+
+        if inner.kind == "field" and inner.is_list and inner.read is not None \
+                and len(inner.paths) == 1 and self._inline_items(inner.paths[0]) \
+                and inner.fallback is None and inner.default is None:
+            # Records made as the values are read: no values, no records.
+            out = self._read_items(ctx, inner, record)
+            w.emit(f"if not {out}:")
+        else:
+            values = self.value(ctx, inner)
+            out = w.var()
+            stop = f" and {values} is not STOP" if "stop" in self.kinds.get(values, ANY) else ""
+            w.emit(f"if {values}{stop}:")
+            with w.block():
+                w.emit(f"{out} = []")
+                w.emit(f"for _value in {values}:")
+                with w.block():
+                    w.emit(f"{out}.append({record('_value')})")
+            w.emit("else:")
         kind: Kind = frozenset({"list"})
-        w.emit("else:")
         with w.block():
             if parts.fallback is not None:
                 other = self.value(ctx, parts.fallback)
