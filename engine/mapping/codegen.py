@@ -161,6 +161,8 @@ class _Generator:
         self.built: set[str] = set()
         # What the variable a field was computed into may hold (not listed: anything).
         self.kinds: dict[str, Kind] = {}
+        # The last field the mapping reads in each segment: split fields are padded to it.
+        self.widths = _widths(mapping)
         # Names the message's namespace holds beside the reader and control id.
         self.message_names = {"message_type", *(p.name for p in mapping.static_vars)}
 
@@ -193,11 +195,12 @@ class _Generator:
             first, fields, dirty = found.split(",")
             return first, fields, dirty
         fields, dirty = self.w.var("f"), self.w.var("dy")
+        pad = self.w.bind([""] * (self.widths.get(seg, 0) + 1), "pad")
         if owner.kind == "item" or (owner.kind == "line" and seg == self.m.iterate):
             # A record's segment, or a line's own `iterate` segment (its anchor: the group
             # starts with it), is there: no list to look in.
             first = owner.item_var if owner.kind == "item" else "_anchor"
-            self._split(first, seg, fields)
+            self._split(first, seg, fields, pad)
             self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
         else:
             segs = self._segments(owner, seg)
@@ -205,17 +208,18 @@ class _Generator:
             self.w.emit(f"{first} = {segs}[0] if {segs} else None")
             self.w.emit(f"if {first} is not None:")
             with self.w.block():
-                self._split(first, seg, fields)
+                self._split(first, seg, fields, pad)
                 self.w.emit(f"{dirty} = {self._dirty_test(first, seg, fields)}")
             self.w.emit("else:")
             with self.w.block():
-                self.w.emit(f"{fields}, {dirty} = _NONE, False")
+                self.w.emit(f"{fields}, {dirty} = {pad}, False")
         self.w.remember(key, f"{first},{fields},{dirty}")
         return first, fields, dirty
 
-    def _split(self, segment: str, name: str, fields: str) -> None:
+    def _split(self, segment: str, name: str, fields: str, pad: str) -> None:
         """`fields` = the segment's fields, split on first use as Segment._split does
-        (written out but for MSH, whose separator is MSH-1)."""
+        (written out but for MSH, whose separator is MSH-1), and padded with '' up to the
+        last field the mapping reads there, so that a read needs no length test."""
         w = self.w
         w.emit(f"{fields} = {segment}._fields")
         w.emit(f"if {fields} is None:")
@@ -224,6 +228,9 @@ class _Generator:
                 w.emit(f"{fields} = {segment}._split()")
             else:
                 w.emit(f"{fields} = {segment}._fields = {segment}.raw.split(_FS)")
+        w.emit(f"if len({fields}) <= {self.widths.get(name, 0)}:")
+        with w.block():
+            w.emit(f"{fields} = {fields} + {pad}")
 
     def _dirty_test(self, segment: str, name: str, fields: str) -> str:
         """Source telling whether the segment's values may need `_finish_value`. MSH-2
@@ -296,7 +303,10 @@ class _Generator:
         raw = self.w.cached(raw_key)
         if raw is None:
             raw = self.w.var("r")
-            self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
+            if number <= self.widths.get(path.seg, 0):
+                self.w.emit(f"{raw} = {fields}[{number}]")
+            else:
+                self.w.emit(f"{raw} = {fields}[{number}] if {number} < len({fields}) else ''")
             self.w.remember(raw_key, raw)
         return first, raw, dirty
 
@@ -1618,6 +1628,26 @@ def _by_name(segments: list[Any]) -> dict[str, list[Any]]:
         else:
             found.append(seg)
     return own
+
+
+def _widths(mapping: CompiledMapping) -> dict[str, int]:
+    """Segment name -> the highest field number a path of the mapping reads there."""
+    paths = [compile_path("MSH-10"), compile_path("MSH-9.2")]
+    if mapping.iterate:
+        paths.append(compile_path(f"{mapping.iterate}-1"))
+    pending = [plan.parts for plan in (*mapping.static_vars, *mapping.line_vars,
+                                       *mapping.static_fields, *mapping.line_fields)]
+    paths += [path for flt in mapping.early_filters for path in flt.paths]
+    while pending:
+        parts = pending.pop()
+        if parts is None:
+            continue
+        paths += parts.paths
+        pending += [parts.fallback, parts.inner, *(item for _, item in parts.items)]
+    widths: dict[str, int] = {}
+    for path in paths:
+        widths[path.seg] = max(widths.get(path.seg, 0), path.field)
+    return widths
 
 
 def _line_source(own: dict[str, list[Any]], msg: Any) -> LineSource:
