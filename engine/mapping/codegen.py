@@ -1329,6 +1329,9 @@ class _Generator:
         if isinstance(node, jnodes.Getattr):
             inner = ex(node.node)
             if inner == "data":
+                # The line's dict holds every Charge field; another name reads None.
+                if node.attr in Charge.model_fields:
+                    return f"data[{self._key(node.attr)}]"
                 return f"data.get({w.bind(node.attr, 'n')})"
             return f"_get_attr({inner}, {w.bind(node.attr, 'n')})"
         if isinstance(node, jnodes.Getitem):
@@ -1368,6 +1371,8 @@ class _Generator:
             return self.line_vars[name]
         if name == "line":
             return "index"
+        if name == "control_id":
+            return "control_id"
         if name in self.message_names:
             return f"base_ns[{w.bind(name, 'n')}]"
         if name == "hl7":

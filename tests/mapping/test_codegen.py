@@ -312,9 +312,10 @@ _NAMESPACE_MAPPING = """
         else: {expr: "(doubled if doubled is not none else price) * charge.units"}
       place_of_service: {expr: "'11' if message_type == 'DFT^P03' and line > 1 else mrn"}
       prior_authorization: {expr: "nothing_named_so"}
+      encounter.id: {expr: "charge.no_such_field or control_id"}
     rules:
       - name: note
-        when: "charge.units > 1"
+        when: "charge.units > 1 and charge.no_such_field is none"
         warn: "{{ line }}: {{ charge.units }} units of {{ price }} for {{ mrn }}"
       - name: credit
         when: "charge.amount is not none and charge.amount < 0"
