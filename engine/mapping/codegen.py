@@ -155,8 +155,9 @@ class _Generator:
         self.line_ctx = _Ctx("line", "ls")
         # Line var name -> the local holding its value (None for STOP), once computed.
         self.line_vars: dict[str, str] = {}
-        # The line's nested charge dicts held in locals (keys -> local), and the charge
-        # parts that are models before assembly (built once per message).
+        # The charge parts that are models before a line's assembly (built once per
+        # message).
+        # (dict variable, keys ...) -> the local holding that nested dict.
         self.holders: dict[tuple[str, ...], str] = {}
         self.built: set[str] = set()
         # What the variable a field was computed into may hold (not listed: anything).
@@ -580,6 +581,8 @@ class _Generator:
             w.emit(f"if type({var}) is not str:")
             with w.block():
                 w.emit(f"{var} = {cv}({var})")
+        elif convert is TYPES["code"] and text:
+            w.emit(f"{var} = {var}.strip().upper()")  # _code on text
         elif convert is TYPES["date"]:
             # Dates repeat across lines and messages; a date object is immutable. Only
             # _date's YYYYMMDD branch is written inline and remembered (surrounding blanks
@@ -982,13 +985,16 @@ class _Generator:
             item_ctx = _Ctx("item", item_scope, ctx, parts.segment, segment)
             item = w.var("item")
             filled = w.var("filled")
-            w.emit(f"{item} = {self._literal(parts.skeleton())}")
+            w.emit(f"{item} = {self._fresh(item, parts.skeleton())}")
             w.emit(f"{filled} = False")
             for keys, item_parts in parts.items:
                 value = self.value(item_ctx, item_parts)
-                self.w.emit(f"if {value} is not None and {value} is not STOP:")
-                with self.w.block():
-                    self.w.emit(f"{filled} = True")
+                held = self.kinds.get(value, ANY)
+                tests = [f"{value} is not None"] if "none" in held else []
+                tests += [f"{value} is not STOP"] if "stop" in held else []
+                w.emit(f"if {' and '.join(tests) or 'True'}:")
+                with w.block():
+                    w.emit(f"{filled} = True")
                     self._put(item, keys, value)
             self.w.emit(f"if {filled}:")
             with self.w.block():
@@ -1007,11 +1013,12 @@ class _Generator:
         return out
 
     def _put(self, holder: str, keys: tuple[str, ...], value: str) -> None:
-        local = self.holders.get(keys[:-1]) if holder == "data" else None
-        if local is not None:
-            target = local
-        else:
-            target = holder + "".join(f"[{self._key(k)}]" for k in keys[:-1])
+        """`holder[k1][k2]... = value`, from the local holding the deepest nested dict."""
+        depth = len(keys) - 1
+        while depth and (holder, *keys[:depth]) not in self.holders:
+            depth -= 1
+        target = self.holders[(holder, *keys[:depth])] if depth else holder
+        target += "".join(f"[{self._key(k)}]" for k in keys[depth:-1])
         self.w.emit(f"{target}[{self._key(keys[-1])}] = {value}")
 
     def _store(self, target: str, plan: Any, value: str) -> None:
@@ -1069,9 +1076,9 @@ class _Generator:
                 w.emit("return MappingResult([], [], _reason, lines_in)")
         # Only what the message's fields fill and the parts built once per message: the
         # line's other parts are written fresh for each line (_line_data).
-        sample = m.skeleton()
         kept = self._message_parts()
-        w.emit(f"template = {self._literal({k: v for k, v in sample.items() if k in kept})}")
+        parts = {k: v for k, v in m.skeleton().items() if k in kept}
+        w.emit(f"template = {self._fresh('template', parts)}")
         for plan in m.static_fields:
             value = self.value(msg_ctx, plan.parts)
             self._store("template", plan, value)
@@ -1158,6 +1165,20 @@ class _Generator:
         if type(value) not in (str, int, bool, float, Decimal, date):
             raise _Unsupported("a mutable skeleton value")
         return self.w.bind(value, "c")
+
+    def _fresh(self, root: str, value: dict[str, Any], path: tuple[str, ...] = ()) -> str:
+        """`_literal` of a skeleton dict whose nested dicts are made first into locals,
+        kept as holders of `root` (the variable the dict is stored in) for `_put`."""
+        items = []
+        for key, item in value.items():
+            if type(item) is dict:
+                local = self.w.var("h")
+                self.w.emit(f"{local} = {self._fresh(root, item, (*path, key))}")
+                self.holders[(root, *path, key)] = local
+                items.append(f"{self._key(key)}: {local}")
+            else:
+                items.append(f"{self._key(key)}: {self._literal(item)}")
+        return "{" + ", ".join(items) + "}"
 
     def _key(self, key: str) -> str:
         """A charge dict key: the model's field name, written as a literal when it is a
@@ -1431,15 +1452,15 @@ class _Generator:
                 if is_model:
                     value = w.var("d")
                     self._copy(annotation, f"template[{key}]", value)
-                    self.holders[(name,)] = value
+                    self.holders[("data", name)] = value
                 elif typing.get_origin(annotation) is list:
                     value = f"_copy_list(template[{key}])"
                 else:
                     value = f"template[{key}]"
             elif is_model:
                 value = w.var("d")
-                w.emit(f"{value} = {self._literal(sample[name])}")
-                self.holders[(name,)] = value
+                w.emit(f"{value} = {self._fresh('data', sample[name], (name,))}")
+                self.holders[("data", name)] = value
             else:
                 value = self._literal(sample[name])
             items.append(f"{key}: {value}")
