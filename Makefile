@@ -35,6 +35,7 @@ test: $(STAMP) system-deps lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.ingest_cpu
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

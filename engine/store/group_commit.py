@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Union
 
@@ -51,6 +52,7 @@ class GroupCommitter:
         self.promote_idle_seconds = promote_idle_seconds
         self.promote_chunk = promote_chunk
         self._unpromoted = 0
+        self._last_inline = 0.0  # monotonic time of the last inline journal
         self._busy = False  # the writer thread is journaling or promoting
         self._batchers: dict[asyncio.AbstractEventLoop, _LoopBatcher] = {}
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -118,11 +120,14 @@ class GroupCommitter:
         self.store.close()
 
     def _next(self) -> object:
-        """The next queued item; promotes the inbox first when the queue stays quiet."""
-        if self._unpromoted:
+        """The next queued item; promotes the inbox first once nothing has been journaled
+        for promote_idle_seconds (here or inline on an event loop)."""
+        while self._unpromoted:
             try:
                 return self._queue.get(timeout=self.promote_idle_seconds)
             except queue.Empty:
+                if time.monotonic() - self._last_inline < self.promote_idle_seconds:
+                    continue  # a lone sender is journaling inline: not quiet yet
                 self._busy = True
                 self._promote()
                 self._busy = False
@@ -140,6 +145,7 @@ class GroupCommitter:
         if outcomes is None:
             return None
         answers: list[_Answer] = list(outcomes)
+        self._last_inline = time.monotonic()
         self._unpromoted += sum(not o.duplicate for o in outcomes)
         if not before or self._unpromoted >= self.promote_after:
             # Wakes the writer, which promotes once quiet (or now, past promote_after).
