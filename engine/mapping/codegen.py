@@ -363,6 +363,14 @@ class _Generator:
                 else:
                     take()
 
+    def _base_ns(self) -> str:
+        """`base_ns`, the message's expression namespace, made on first use."""
+        self.w.emit("if base_ns is None:")
+        with self.w.block():
+            self.w.emit("base_ns = {'hl7': msg.get, 'control_id': control_id, "
+                        "'message_type': msg.message_type}")
+        return "base_ns"
+
     def _own(self) -> str:
         """`_own`, the line's group indexed by segment name, made on first use."""
         self.w.emit("if _own is None:")
@@ -379,7 +387,7 @@ class _Generator:
                 self.w.emit(f"line = _new_line(data, {'ns' if self.eager_ns else 'None'}, "
                             "static_findings)")
             else:
-                self.w.emit("line = _Line({}, base_ns, False)")
+                self.w.emit(f"line = _Line({{}}, {self._base_ns()}, False)")
         return "line"
 
     def _obj(self, ctx: _Ctx) -> str:
@@ -1053,24 +1061,20 @@ class _Generator:
             w.emit("return M.apply_reference(msg, channel=channel)")
         w.emit("_bn = msg._by_name")
         msg_ctx = _Ctx("msg", "msg")
-        # msg.control_id and msg.message_type, read like any MSH value.
+        # msg.control_id, read like any MSH value.
         w.emit(f"control_id = {self._path_value(msg_ctx, compile_path('MSH-10'))} or ''")
         self._groups()
         w.emit("if not groups:")
         with w.block():
             w.emit("return MappingResult([], [], None, 0)")
         w.emit("lines_in = len(groups)")
-        event = self._path_value(msg_ctx, compile_path("MSH-9.1"))
-        trigger = self._path_value(msg_ctx, compile_path("MSH-9.2"))
-        w.emit(f"base_ns = {{'hl7': msg.get, 'control_id': control_id, 'message_type': "
-               f"(f'{{{event}}}^{{{trigger}}}' if {trigger} else {event}) "
-               f"if {event} is not None else None}}")
-        w.emit("line = None")
+        w.emit("base_ns = line = None")
         for plan in m.static_vars:
             value = self.value(msg_ctx, plan.parts)
-            w.emit(f"base_ns[{w.bind(plan.name, 'n')}] = None if {value} is STOP else {value}")
+            w.emit(f"{self._base_ns()}[{w.bind(plan.name, 'n')}] = "
+                   f"None if {value} is STOP else {value}")
         if m.message_filters:
-            w.emit("_reason = _message_filters(MESSAGE_FILTERS, msg, base_ns)")
+            w.emit(f"_reason = _message_filters(MESSAGE_FILTERS, msg, {self._base_ns()})")
             w.emit("if _reason is not None:")
             with w.block():
                 w.emit("return MappingResult([], [], _reason, lines_in)")
@@ -1198,7 +1202,7 @@ class _Generator:
         if self.eager_ns:
             return f"{{**ns, {extra}}}" if extra else "ns"
         self._obj(self.line_ctx)
-        items = ["**base_ns", "'line': index", "'hl7': ls.get"]
+        items = [f"**{self._base_ns()}", "'line': index", "'hl7': ls.get"]
         if self.has_data:
             items.append("'charge': data")
         items += [f"{self.w.bind(name, 'n')}: {local}" for name, local in self.line_vars.items()]
@@ -1223,7 +1227,8 @@ class _Generator:
             w.emit("line_id = f'{line_id}#{index}'")
         w.emit("seen_ids.add(line_id)")
         if self.eager_ns:
-            w.emit(f"ns = {{**base_ns, 'line': index, 'hl7': {self._obj(line_ctx)}.get}}")
+            w.emit(f"ns = {{**{self._base_ns()}, 'line': index, "
+                   f"'hl7': {self._obj(line_ctx)}.get}}")
         if m.early_filters:
             self._early_filters()
         self._line_data()
@@ -1395,7 +1400,7 @@ class _Generator:
         if name == "control_id":
             return "control_id"
         if name in self.message_names:
-            return f"base_ns[{w.bind(name, 'n')}]"
+            return f"{self._base_ns()}[{w.bind(name, 'n')}]"
         if name == "hl7":
             raise _Unsupported("hl7 read inside an expression")
         return fallback
@@ -1658,7 +1663,7 @@ def _by_name(segments: list[Any]) -> dict[str, list[Any]]:
 
 def _widths(mapping: CompiledMapping) -> dict[str, int]:
     """Segment name -> the highest field number a path of the mapping reads there."""
-    paths = [compile_path("MSH-10"), compile_path("MSH-9.2")]
+    paths = [compile_path("MSH-10")]
     if mapping.iterate:
         paths.append(compile_path(f"{mapping.iterate}-1"))
     pending = [plan.parts for plan in (*mapping.static_vars, *mapping.line_vars,
