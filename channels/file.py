@@ -105,6 +105,7 @@ class FileProgress:
         threads), so a crash can leave gaps: the caller resumes after the unbroken prefix
         and skips the numbers journaled beyond it.
         """
+        self.store.settle()  # messages just journaled may still be in the store's inbox
         rows = self.store._query("SELECT meta FROM messages WHERE channel = ? AND peer = ? "
                                  "AND received_at >= ?",
                                  (self.channel, peer, since - _RESUME_MARGIN_SECONDS))

@@ -101,6 +101,7 @@ def _delivery_latency(store: Any) -> dict[str, tuple[list[int], float]]:
 def render(store: Any, config: Any) -> str:
     """The whole exposition text for one scrape."""
     lines: list[str] = []
+    store.settle()  # count what was just acknowledged too
     messages = store._query("SELECT channel, status, COUNT(*) FROM messages "
                             "GROUP BY channel, status")
     charges = store._query("SELECT channel, status, COUNT(*) FROM charges "

@@ -57,6 +57,7 @@ def channel_overview(state: Any, control: Any) -> list[dict[str, Any]]:
         cached = _overview_cache.get(id(store))
         if cached is not None and now - cached[0] < _OVERVIEW_TTL_SECONDS:
             return [{**c, "state": control.state_of(c["name"])} for c in cached[1]]
+    store.settle()  # count what was just acknowledged too
     messages = _per_channel(store._query(
         "SELECT channel, status, COUNT(*) FROM messages GROUP BY channel, status"))
     charges = _per_channel(store._query(
