@@ -351,6 +351,19 @@ def _is_segment_name(name: str) -> bool:
     )
 
 
+def _declared_encoding(fs: str, chars: str, declared: str) -> Encoding:
+    """The delimiters MSH-1 and MSH-2 declare, checked to be distinct delimiters."""
+    if len(set(declared + fs)) != len(declared) + 1 or any(
+        c.isalnum() or c.isspace() for c in declared
+    ):
+        raise HL7ReadError(
+            f"MSH-2 encoding characters {chars!r} are not distinct delimiters", "MSH-2"
+        )
+    padded = (declared + "\0\0\0\0")[:4]
+    component, repetition, esc, subcomponent = (c if c != "\0" else "" for c in padded)
+    return Encoding(fs, component, repetition, esc, subcomponent)
+
+
 def parse(data: bytes | str, charset: str | None = None) -> Message:
     """Read one HL7 v2 message. `charset` overrides MSH-18. Raises HL7ReadError."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -372,7 +385,7 @@ def parse(data: bytes | str, charset: str | None = None) -> Message:
         raise HL7ReadError(f"MSH-1 field separator {fs!r} is not a delimiter", "MSH-1")
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
-    lines = [line for line in text.split("\r") if line and not line.isspace()]
+    lines = text.split("\r")
     msh = lines[0]
     end = msh.find(fs, 4)
     chars = msh[4:] if end < 0 else msh[4:end]
@@ -381,38 +394,45 @@ def parse(data: bytes | str, charset: str | None = None) -> Message:
             f"MSH-2 encoding characters {chars!r} are not 1 to 5 characters", "MSH-2"
         )
     declared = chars[:4]
-    if len(set(declared + fs)) != len(declared) + 1 or any(
-        c.isalnum() or c.isspace() for c in declared
-    ):
-        raise HL7ReadError(
-            f"MSH-2 encoding characters {chars!r} are not distinct delimiters", "MSH-2"
-        )
-    padded = (declared + "\0\0\0\0")[:4]
-    component, repetition, esc, subcomponent = (c if c != "\0" else "" for c in padded)
+    # The standard delimiters need no checking.
     encoding = (
         DEFAULT_ENCODING
         if fs == "|" and declared == "^~\\&"
-        else Encoding(fs, component, repetition, esc, subcomponent)
+        else _declared_encoding(fs, chars, declared)
     )
     segments: list[Segment] = []
     by_name: dict[str, list[Segment]] = {}
     known = _KNOWN_NAMES
-    for position, line in enumerate(lines, 1):
+    new = object.__new__
+    position = 0
+    for line in lines:
+        if not line:
+            continue
         name = line[:3]
         if name not in known:
+            if line.isspace():
+                continue  # blank lines between segments are skipped
             if not _is_segment_name(name):
                 raise HL7ReadError(
-                    f"segment {position} does not start with a 3-character segment name",
-                    f"segment {position}",
+                    f"segment {position + 1} does not start with a 3-character segment name",
+                    f"segment {position + 1}",
                 )
             if len(known) < 2048:
                 known.add(name)
+        position += 1
         if len(line) > 3 and line[3] != fs:
             raise HL7ReadError(
                 f"segment {position} ({name}) is not followed by the field separator {fs!r}",
                 f"segment {position}",
             )
-        seg = Segment(line, name, position, encoding, codec)
+        # Segment(line, name, position, encoding, codec) without the __init__ call.
+        seg = new(Segment)
+        seg.raw = line
+        seg.name = name
+        seg.position = position
+        seg.encoding = encoding
+        seg.codec = codec
+        seg._fields = None
         segments.append(seg)
         same = by_name.get(name)
         if same is None:
