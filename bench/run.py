@@ -56,6 +56,7 @@ class Scenario:
     store_url: str | None = None  # None: SQLite in a temp dir; postgresql://: private schema
     nodes: int = 1
     role: str = "all"  # "ingest": no processor, measures acknowledgement alone
+    processor_nice: int | None = None  # None: the engine's default (processing.nice)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ def engine_run(messages: list[bytes], s: Scenario, tls: Tls | None) -> EngineRes
             # Time until charges exist is measured, so no destination competes for the CPU.
             config["channels"][0]["destinations"] = []
             config["destinations"] = []
+            if s.processor_nice is not None:
+                config["processing"] = {"nice": s.processor_nice}
             if s.tls and tls is not None:
                 config["channels"][0]["source"].update(tls_cert=tls.cert, tls_key=tls.key)
             engine = EngineProcess(folder, config, node=f"node-{n + 1}", role=s.role)
@@ -301,6 +304,9 @@ def main() -> None:
     parser.add_argument("--ingest-only", action="store_true",
                         help="Run the engine with --role ingest (no processor): the "
                         "acknowledgement path alone; no charges are made.")
+    parser.add_argument("--processor-nice", type=int, default=None,
+                        help="processing.nice for the engine's processor child (default: "
+                        "the engine's default, 10; 0 = the same priority as ingest).")
     parser.add_argument("--no-mapping", action="store_true", help="Skip the mapping cost.")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -309,15 +315,18 @@ def main() -> None:
         raise SystemExit("--nodes > 1 needs --store-url postgresql://... (nodes share a store)")
 
     custom = (args.tls or args.idle or args.store_url or args.nodes > 1 or args.ingest_only
-              or args.connections is not None)
+              or args.connections is not None or args.processor_nice is not None)
     role = "ingest" if args.ingest_only else "all"
     if custom:
         label = ("PostgreSQL" if args.store_url else "SQLite") + (
             ", ingest only" if args.ingest_only else "") + (
             f", {args.nodes} nodes" if args.nodes > 1 else "") + (", TLS" if args.tls else "") + (
-            f", {args.idle} idle conns" if args.idle else "")
+            f", {args.idle} idle conns" if args.idle else "") + (
+            f", processor nice {args.processor_nice}" if args.processor_nice is not None
+            else "")
         scenarios = [Scenario(label, int(c), args.messages, tls=args.tls, idle=args.idle,
-                              store_url=args.store_url, nodes=args.nodes, role=role)
+                              store_url=args.store_url, nodes=args.nodes, role=role,
+                              processor_nice=args.processor_nice)
                      for c in (args.connections or "8,1").split(",")]
     else:
         pg = None if args.no_pg or not pg_reachable(args.pg_url) else args.pg_url
