@@ -8,6 +8,11 @@ every value from the mapping (segment names, tables, constants) is bound in the 
 namespace, so no mapping text becomes code. Anything the generator does not cover (FHIR,
 `iterate:` absent, explain mode) keeps using the closures; a field shape it does not know
 calls that field's reference getter. tests/mapping checks both paths give equal results.
+
+What the reference makes for every line but rarely needs (the expression namespace, the
+Line findings are recorded on, the LineSource, the group indexed by segment name) is made
+where something reads it. The generator also knows what each variable may hold (`Kind`:
+text, None, STOP, lists ...) and leaves out the tests that cannot fail.
 """
 
 from __future__ import annotations
@@ -65,8 +70,9 @@ class _Unsupported(Exception):
 class _Ctx:
     """Where paths are read: the message, one FT1 line, or one record of an `each:`.
 
-    `obj` is the expression naming the scope object (msg, ls, or an ItemScope variable);
-    `segment` is the code reading the segment list for a name in this scope.
+    `obj` is the variable naming the scope object (msg, ls, or an ItemScope variable, the
+    last two made on first use); a record's `item_var` holds its segment, named
+    `item_segment`.
     """
 
     def __init__(self, kind: str, obj: str, parent: _Ctx | None = None,
