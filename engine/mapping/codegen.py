@@ -169,7 +169,10 @@ class _Generator:
         # What the variable a field was computed into may hold (not listed: anything).
         self.kinds: dict[str, Kind] = {}
         # The last field the mapping reads in each segment: split fields are padded to it.
-        self.widths = _widths(mapping)
+        paths = _paths(mapping)
+        self.widths = _widths(paths)
+        # (segment, field) of which some path reads a component after the first.
+        self.components = {(p.seg, p.field) for p in paths if p.comp}
         # Names the message's namespace holds beside the reader and control id.
         self.message_names = {"message_type", *(p.name for p in mapping.static_vars)}
 
@@ -262,13 +265,22 @@ class _Generator:
             w.remember(key, out)
             return out
         first, raw, dirty = self._raw(ctx, path)
-        comps = self._components(key[1], path, raw)
         comp = path.comp
-        # Beyond the last component reads '' and so ends as None, like no component.
-        if comp == 0:
-            w.emit(f"{out} = ({comps}[0] if {comps} else None) or None")
+        if comp == 0 and path.rep == 0 and (path.seg, path.field) not in self.components:
+            # Only the first component of this field is ever read: cut it, no list.
+            w.emit(f"{out} = {raw}.split(_R, 1)[0] if _R in {raw} else {raw}")
+            w.emit(f"if _C in {out}:")
+            with w.block():
+                w.emit(f"{out} = {out}[:{out}.index(_C)]")
+            w.emit(f"{out} = {out} or None")
         else:
-            w.emit(f"{out} = ({comps}[{comp}] if {comp} < len({comps}) else None) or None")
+            comps = self._components(key[1], path, raw)
+            # Beyond the last component reads '' and so ends as None, like no component.
+            if comp == 0:
+                w.emit(f"{out} = ({comps}[0] if {comps} else None) or None")
+            else:
+                w.emit(f"{out} = ({comps}[{comp}] if {comp} < len({comps}) else None) "
+                       "or None")
         # Sub-components, the explicit null and escapes are rare: one helper does them.
         if path.sub:
             w.emit(f"if {out} is not None:")
@@ -1667,8 +1679,8 @@ def _by_name(segments: list[Any]) -> dict[str, list[Any]]:
     return own
 
 
-def _widths(mapping: CompiledMapping) -> dict[str, int]:
-    """Segment name -> the highest field number a path of the mapping reads there."""
+def _paths(mapping: CompiledMapping) -> list[Path]:
+    """Every HL7 path the generated code may read inline."""
     paths = [compile_path("MSH-10")]
     if mapping.iterate:
         paths.append(compile_path(f"{mapping.iterate}-1"))
@@ -1681,6 +1693,11 @@ def _widths(mapping: CompiledMapping) -> dict[str, int]:
             continue
         paths += parts.paths
         pending += [parts.fallback, parts.inner, *(item for _, item in parts.items)]
+    return paths
+
+
+def _widths(paths: list[Path]) -> dict[str, int]:
+    """Segment name -> the highest field number a path reads there."""
     widths: dict[str, int] = {}
     for path in paths:
         widths[path.seg] = max(widths.get(path.seg, 0), path.field)
