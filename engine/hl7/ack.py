@@ -9,6 +9,7 @@ later, ERR-1 for the older versions that only have that field.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -58,8 +59,14 @@ class AckError:
     severity: str = "E"
 
 
+# An ACK's own MSH-10: random per process, then counted (os.urandom per ACK is a system
+# call on the hot path). Sixteen hex characters, unique across processes and restarts.
+_ID_PREFIX = os.urandom(4).hex().upper()
+_id_counter = itertools.count(1)
+
+
 def _new_control_id() -> str:
-    return os.urandom(8).hex().upper()
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08X}"
 
 
 _stamp: tuple[int, str] = (0, "")

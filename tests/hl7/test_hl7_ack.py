@@ -40,6 +40,12 @@ class TestBuildAck:
         other = parse(build_ack(parse(OFFICE_VISIT), "AA"))
         assert other.control_id != ack.control_id
 
+    def test_generated_control_ids_do_not_repeat(self) -> None:
+        """Each ACK gets its own MSH-10 (a receiver may dedupe ACKs by it)."""
+        msg = parse(OFFICE_VISIT)
+        ids = {parse(build_ack(msg, "AA")).control_id for _ in range(1000)}
+        assert len(ids) == 1000 and all(i and len(i) == 16 for i in ids)
+
     def test_given_control_id(self) -> None:
         """A caller-chosen control id becomes the ACK's MSH-10."""
         ack = parse(build_ack(parse(OFFICE_VISIT), "CA", control_id="ACK-77"))
