@@ -5,6 +5,7 @@ Re-check the lists yearly: CMS adds place-of-service codes and modifiers.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -73,6 +74,7 @@ DEFAULT_MODIFIERS = [
 ]
 
 
+@functools.lru_cache(maxsize=4096)  # a practice bills under a handful of NPIs
 def npi_is_valid(npi: str) -> bool:
     """Ten digits whose last is the Luhn check digit of 80840 + the first nine."""
     if len(npi) != 10 or not npi.isdigit():

@@ -97,7 +97,9 @@ class Scrubber:
             for rule_id, check in CHARGE_RULES.items():
                 severity = severities[rule_id]
                 if severity is not None:
-                    findings += _findings(rule_id, severity, check(charge, policy))
+                    problems = check(charge, policy)
+                    if problems:
+                        findings += _findings(rule_id, severity, problems)
         self._claims(charges, severities_of, out)
         self._duplicates(charges, severities_of, out, is_duplicate)
         return out
