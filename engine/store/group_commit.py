@@ -146,8 +146,10 @@ class GroupCommitter:
             return None
         answers: list[_Answer] = list(outcomes)
         self._last_inline = time.monotonic()
+        # Shared with the writer thread without a lock: a lost update only leaves rows in
+        # the inbox until the next promotion, a read's settle() or a processor's claim.
         self._unpromoted += sum(not o.duplicate for o in outcomes)
-        if not before or self._unpromoted >= self.promote_after:
+        if not before or before < self.promote_after <= self._unpromoted:
             # Wakes the writer, which promotes once quiet (or now, past promote_after).
             self._queue.put(_PROMOTE)
         return answers
