@@ -41,7 +41,8 @@ class HttpConfig(_Strict):
 class ProcessingConfig(_Strict):
     nice: int = Field(10, ge=0, le=19, description=(
         "CPU priority (Unix nice) of the processor child under `--role all`: when the "
-        "cores are short, acknowledgements go first and processing catches up in lulls."))
+        "cores are short, acknowledgements go first and processing catches up in lulls. "
+        "On a host busy with other work, 0 keeps processing from being starved."))
 
 
 class ConnectorConfig(BaseModel):
