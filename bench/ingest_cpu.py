@@ -131,11 +131,10 @@ def main() -> None:
             for name in ("ceiling", "ingest"):
                 r = asyncio.run(_measure(name, conns, args.messages, first, Path(folder)))
                 first += args.messages
+                store_cells = (f"{r.journal_us:.0f} | {r.batch:.1f}" if name == "ingest"
+                               else "- | -")
                 print(f"| {r.name} | {r.connections} | {r.rate:,.0f} | {r.total_us:.0f} "
-                      f"| {r.loop_us:.0f} | {r.journal_us:.0f} | "
-                      f"{r.batch:.1f} |" if r.name == "ingest" else
-                      f"| {r.name} | {r.connections} | {r.rate:,.0f} | {r.total_us:.0f} "
-                      f"| {r.loop_us:.0f} | - | - |")
+                      f"| {r.loop_us:.0f} | {store_cells} |")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class ChannelIngest:
             record.control_id = msh.get(10)
             record.message_type = msg.message_type
             record.sender = f"{msh.get(3) or ''}^{msh.get(4) or ''}"
-            problem = self._header_problem(record, msh.get(9, 1))
+            problem = self._header_problem(record)
             if problem is None and self.channel.strict_validation:
                 # hl7apy takes milliseconds per message: keep it off the event loop.
                 strict = await asyncio.to_thread(strict_problem, raw)
@@ -94,11 +94,10 @@ class ChannelIngest:
                             record.status, reply, code in ("AA", "CA"),
                             record.reason or "")
 
-    def _header_problem(self, record: InboundRecord, event_code: str | None
-                        ) -> tuple[str, AckError] | None:
-        """What the header alone says is wrong; `event_code` is MSH-9.1."""
+    def _header_problem(self, record: InboundRecord) -> tuple[str, AckError] | None:
+        """What the header alone says is wrong (message_type is None without MSH-9.1)."""
         message_type = record.message_type
-        if not message_type or not event_code:
+        if not message_type:
             return ("AE", AckError("MSH", 1, 9, 101, "required field MSH-9 (message type) "
                                                      "is missing"))
         if not record.control_id:

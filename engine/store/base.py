@@ -200,12 +200,11 @@ class SqlStore(ABC):
         batch_seen: dict[tuple[str, str, str, str], JournalOutcome] = {}
         with self.transaction() as cur:
             self._lock_keys(cur, sorted({f"dedupe:{r.channel}:{r.sender}:{r.control_id}"
-                                         for r in records if r.control_id and r.status != ERROR
-                                         and r.duplicate_window_seconds > 0}))
+                                         for r in records if r.checks_duplicates}))
             for rec in records:
                 digest = rec.content_hash()
                 key = (rec.channel, rec.sender, rec.control_id or "", digest)
-                if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
+                if rec.checks_duplicates:
                     if key in batch_seen:
                         out.append(JournalOutcome(batch_seen[key].message_id, True,
                                                   batch_seen[key].status))
@@ -357,9 +356,7 @@ class SqlStore(ABC):
     def duplicate_exists(self, key: str, message_id: int, since: float) -> bool:
         """Whether a charge with this duplicate key came from another message since `since`
         (charges of the same message are its own, e.g. when it is reprocessed)."""
-        row = self._query("SELECT 1 FROM charges WHERE duplicate_key = ? AND message_id <> ? "
-                          "AND created_at >= ? LIMIT 1", (key, message_id, since))
-        return bool(row)
+        return key in self.existing_duplicates([key], message_id, since)
 
     def existing_duplicates(self, keys: Sequence[str], message_id: int,
                             since: float) -> set[str]:

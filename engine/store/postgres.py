@@ -246,8 +246,7 @@ class PostgresStore(SqlStore):
         # Per record: an outcome, or the index of the record in this group it repeats.
         decided: list[JournalOutcome | int] = []
         with self.transaction() as cur:
-            dedupe = [r.control_id is not None and r.control_id != "" and r.status != ERROR
-                      and r.duplicate_window_seconds > 0 for r in records]
+            dedupe = [r.checks_duplicates for r in records]
             self._lock_keys(cur, sorted({f"dedupe:{r.channel}:{r.sender}:{r.control_id}"
                                          for r, d in zip(records, dedupe, strict=True) if d}))
             digests = [r.content_hash() for r in records]

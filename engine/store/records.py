@@ -34,6 +34,13 @@ class InboundRecord:
     # Seconds a resend of the same sender + control id counts as a duplicate; 0 = never.
     duplicate_window_seconds: float = 0.0
 
+    @property
+    def checks_duplicates(self) -> bool:
+        """Whether a resend of this record within its window is answered as a duplicate:
+        it names a control id, was readable, and its channel keeps a window."""
+        return bool(self.control_id) and self.status != ERROR \
+            and self.duplicate_window_seconds > 0
+
     def content_hash(self) -> str:
         """What makes a resend a duplicate besides sender + control id: the same bytes."""
         return hashlib.sha256(self.raw).hexdigest()[:32]

@@ -70,9 +70,9 @@ class SqliteStore(SqlStore):
         now = time.time()
         wanted: dict[tuple[str, str, float], set[str]] = defaultdict(set)
         for rec in records:
-            if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
+            if rec.checks_duplicates:  # so control_id is set
                 wanted[(rec.channel, rec.sender, rec.duplicate_window_seconds)].add(
-                    rec.control_id)
+                    rec.control_id or "")
         out: list[JournalOutcome | None] = [None] * len(records)
         with self.transaction() as cur:
             originals: dict[tuple[str, str, str, str | None], tuple[int, str]] = {}
@@ -95,8 +95,8 @@ class SqliteStore(SqlStore):
             first_in_batch: dict[tuple[str, str, str, str | None], int] = {}
             later: list[tuple[int, int]] = []  # (record index, index of its first copy)
             for i, rec in enumerate(records):
-                if rec.control_id and rec.status != ERROR and rec.duplicate_window_seconds > 0:
-                    key = (rec.channel, rec.sender, rec.control_id, digests[i])
+                if rec.checks_duplicates:
+                    key = (rec.channel, rec.sender, rec.control_id or "", digests[i])
                     if key in originals:
                         out[i] = JournalOutcome(originals[key][0], True, originals[key][1])
                         continue
@@ -144,11 +144,9 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.transaction() as cur:
-                if limit is None:
-                    upto = cur.execute("SELECT MAX(id) FROM inbox").fetchone()[0]
-                else:
-                    upto = cur.execute("SELECT MAX(id) FROM (SELECT id FROM inbox ORDER BY id "
-                                       "LIMIT ?)", (limit,)).fetchone()[0]
+                upto = cur.execute(  # LIMIT -1: no limit
+                    "SELECT MAX(id) FROM (SELECT id FROM inbox ORDER BY id LIMIT ?)",
+                    (-1 if limit is None else limit,)).fetchone()[0]
                 if upto is None:
                     return 0
                 moved = cur.execute(
@@ -175,11 +173,8 @@ class SqliteStore(SqlStore):
                           owner: str | None = None) -> list[bool]:
         """A leased message was promoted by its claim; one completed without a lease (say,
         straight after its journal) may still be in the inbox."""
-        if owner is None and outcomes:
-            marks = ",".join("?" * len(outcomes))
-            if self._query(f"SELECT EXISTS (SELECT 1 FROM inbox WHERE id IN ({marks}))",
-                           [o.message_id for o in outcomes])[0][0]:
-                self.promote_inbox()
+        if owner is None:
+            self.settle()
         return super().complete_messages(outcomes, owner)
 
     def settle(self) -> None:
